@@ -1,0 +1,1 @@
+"""Implementations of the Z-Image pipeline, each behind a parity adapter."""

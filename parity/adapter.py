@@ -1,0 +1,75 @@
+"""The adapter interface every implementation fills in, and the registry that finds them.
+
+An adapter maps a Case to its implementation's calls, one method per stage. Each stage method
+takes the upstream stage's output as an argument, so the runner decides whose upstream it is: the
+adapter's own (free-running) or the reference's (teacher-forced).
+
+Adapters register under the `zimage_parity.adapters` entry-point group; this module never names one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+from parity.cases import Case
+from parity.context import Context
+from parity.errors import InputError
+from parity.stages import TEXT_STAGES, Embeddings, Template, Tokens
+
+ENTRY_POINT_GROUP = "zimage_parity.adapters"
+
+
+class Unsupported(Exception):
+    """The implementation cannot express this case (reported as 'not supported', not a failure)."""
+
+
+class Adapter(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # A live reference wraps the real library; only references produce golden fixtures.
+    is_reference: ClassVar[bool] = False
+    # Variants (an old tokenizer, say) run only when asked for by name.
+    in_default_run: ClassVar[bool] = True
+    stages: ClassVar[tuple[str, ...]] = TEXT_STAGES
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def check_supported(self, case: Case) -> None:
+        """Raise Unsupported with a reason when this implementation has no way to run `case`."""
+
+    @abstractmethod
+    def template(self, case: Case) -> Template: ...
+
+    @abstractmethod
+    def tokens(self, case: Case, template: Template) -> Tokens: ...
+
+    @abstractmethod
+    def embeddings(self, case: Case, tokens: Tokens) -> Embeddings: ...
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that determine this adapter's numbers (recorded in fixtures)."""
+        return {}
+
+
+def registered_adapters() -> dict[str, type[Adapter]]:
+    found: dict[str, type[Adapter]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError(f"entry point {ep.name!r} is not an Adapter subclass")
+        found[ep.name] = cls
+    return found
+
+
+def select_adapters(names: list[str] | None) -> dict[str, type[Adapter]]:
+    """The adapters to run: the named ones (in that order), or every default one."""
+    available = registered_adapters()
+    if names is None:
+        return {n: c for n, c in sorted(available.items()) if c.in_default_run}
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise InputError(f"unknown adapter {unknown[0]!r} (known: {', '.join(sorted(available))})")
+    return {n: available[n] for n in names}

@@ -1,0 +1,192 @@
+"""Case: one scenario's inputs, loaded from `fixtures/cases/*.toml` (`[[case]]` tables).
+
+Every field an implementation may read lives here; a key the harness does not know is an error,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from parity.errors import InputError
+
+ENCODERS = ("full", "simple", "turns")
+DTYPES = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+    thinking: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    prompt: str | None = None
+    messages: tuple[Message, ...] | None = None
+    system_prompt: str | None = None
+    thinking: str | None = None
+    assistant: str | None = None
+    encoder: str = "full"
+    # None means "the implementation's own default", which is itself something we compare.
+    add_think_block: bool | None = None
+    filter_padding: bool | None = None
+    template: str | None = None
+    raw_prompt: bool = False
+    trigger_words: str | None = None
+    strip_key_quotes: bool = False
+    negative_prompt: str = ""
+    height: int = 1024
+    width: int = 1024
+    steps: int = 8
+    shift: float = 3.0
+    denoise: float = 1.0
+    seed: int = 0
+    cfg: float = 1.0
+    dtype: str = "fp32"
+    description: str = ""
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def user_text(self) -> str:
+        """The text of the (last) user turn: what single-prompt implementations encode."""
+        if self.prompt is not None:
+            return self.prompt
+        users = [m.content for m in self.messages or () if m.role == "user"]
+        return users[-1] if users else ""
+
+    @property
+    def is_plain_prompt(self) -> bool:
+        """True when the case is one user prompt with nothing a plain pipeline cannot express."""
+        return (
+            self.prompt is not None
+            and self.system_prompt is None
+            and self.thinking is None
+            and self.assistant is None
+            and self.template is None
+            and not self.raw_prompt
+            and self.trigger_words is None
+            and not self.strip_key_quotes
+            and self.encoder == "full"
+        )
+
+    def content_hash(self) -> str:
+        """sha256 of the case's inputs: fixtures record it so a changed case reads as stale."""
+        data = asdict(self)
+        data.pop("source")
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+_KEYS = {f.name for f in fields(Case)} - {"source"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "prompt": (str,), "messages": (list,), "system_prompt": (str,),
+    "thinking": (str,), "assistant": (str,), "encoder": (str,), "add_think_block": (bool,),
+    "filter_padding": (bool,), "template": (str,), "raw_prompt": (bool,),
+    "trigger_words": (str,), "strip_key_quotes": (bool,), "negative_prompt": (str,),
+    "height": (int,), "width": (int,), "steps": (int,), "shift": (int, float),
+    "denoise": (int, float), "seed": (int,), "cfg": (int, float), "dtype": (str,),
+    "description": (str,),
+}
+
+
+def _message(raw: Any, where: str) -> Message:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: each message must be a table with role and content")
+    unknown = set(raw) - {"role", "content", "thinking"}
+    if unknown:
+        raise InputError(f"{where}: unknown message key {sorted(unknown)[0]!r}")
+    if not isinstance(raw.get("role"), str) or not isinstance(raw.get("content"), str):
+        raise InputError(f"{where}: a message needs string 'role' and 'content'")
+    if raw["role"] not in ("system", "user", "assistant"):
+        raise InputError(f"{where}: message role must be system, user or assistant, not {raw['role']!r}")
+    thinking = raw.get("thinking")
+    if thinking is not None and not isinstance(thinking, str):
+        raise InputError(f"{where}: message 'thinking' must be a string")
+    return Message(raw["role"], raw["content"], thinking)
+
+
+def parse_case(raw: dict[str, Any], source: Path) -> Case:
+    """Validate one `[[case]]` table; every problem names the file, the case and the key."""
+    where = f"{source.name}: case {raw.get('id', '?')!r}"
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r}")
+    if "id" not in raw:
+        raise InputError(f"{source.name}: a case has no 'id'")
+    for key, value in raw.items():
+        ok = _TYPES[key]
+        if not isinstance(value, ok) or (bool not in ok and isinstance(value, bool)):
+            names = " or ".join(t.__name__ for t in ok)
+            raise InputError(f"{where}: {key!r} must be {names}, got {type(value).__name__}")
+    if ("prompt" in raw) == ("messages" in raw):
+        raise InputError(f"{where}: give exactly one of 'prompt' or 'messages'")
+    values = dict(raw)
+    if "messages" in values:
+        values["messages"] = tuple(_message(m, where) for m in values["messages"])
+    for key in ("shift", "denoise", "cfg"):
+        if key in values:
+            values[key] = float(values[key])
+    case = Case(**values, source=source)
+    if case.encoder not in ENCODERS:
+        raise InputError(f"{where}: encoder must be one of {', '.join(ENCODERS)}, not {case.encoder!r}")
+    if case.dtype not in DTYPES:
+        raise InputError(f"{where}: dtype must be one of {', '.join(DTYPES)}, not {case.dtype!r}")
+    if case.height <= 0 or case.width <= 0:
+        raise InputError(f"{where}: height and width must be positive")
+    if case.steps < 1:
+        raise InputError(f"{where}: steps must be at least 1")
+    if case.shift <= 0:
+        raise InputError(f"{where}: shift must be positive")
+    if not 0 < case.denoise <= 1:
+        raise InputError(f"{where}: denoise must be in (0, 1]")
+    if case.seed < 0:
+        raise InputError(f"{where}: seed must not be negative")
+    return case
+
+
+def load_case_file(path: Path) -> list[Case]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"case file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path.name}: not UTF-8 (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path.name}: malformed TOML: {e}") from None
+    unknown = sorted(set(data) - {"case"})
+    if unknown:
+        raise InputError(f"{path.name}: unknown top-level key {unknown[0]!r} (cases go in [[case]] tables)")
+    tables = data.get("case", [])
+    if not tables:
+        raise InputError(f"{path.name}: no [[case]] tables")
+    return [parse_case(t, path) for t in tables]
+
+
+def load_cases(directory: Path, pattern: str = "*") -> list[Case]:
+    """All cases under `directory` whose id or file stem matches the glob `pattern`."""
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise InputError(f"no case files (*.toml) in {directory}")
+    cases: list[Case] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        for case in load_case_file(path):
+            if case.id in seen:
+                raise InputError(f"duplicate case id {case.id!r} in {seen[case.id].name} and {path.name}")
+            seen[case.id] = path
+            if fnmatch.fnmatchcase(case.id, pattern) or fnmatch.fnmatchcase(path.stem, pattern):
+                cases.append(case)
+    if not cases:
+        raise InputError(f"no case matches {pattern!r} in {directory}")
+    return cases
