@@ -18,7 +18,7 @@ def penultimate_hidden(text_encoder: torch.nn.Module, tokens: Tokens) -> torch.T
     ids = torch.tensor([tokens.input_ids], dtype=torch.long, device=device)
     mask = torch.tensor([tokens.attention_mask], dtype=torch.long, device=device)
     out = text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    return out.hidden_states[-2][0].float().cpu()
+    return out.hidden_states[-2][0].cpu()
 
 
 def gathered(hidden: torch.Tensor, tokens: Tokens) -> Embeddings:
