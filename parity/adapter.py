@@ -28,14 +28,19 @@ class Unsupported(Exception):
 class Adapter(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
-    # A live reference wraps the real library; only references produce golden fixtures.
-    is_reference: ClassVar[bool] = False
+    # References run real library code; only they produce golden fixtures. A case's reference is
+    # the supporting reference with the lowest priority number.
+    reference_priority: ClassVar[int | None] = None
     # Variants (an old tokenizer, say) run only when asked for by name.
     in_default_run: ClassVar[bool] = True
     stages: ClassVar[tuple[str, ...]] = TEXT_STAGES
 
     def __init__(self, context: Context) -> None:
         self.context = context
+
+    @classmethod
+    def is_reference(cls) -> bool:
+        return cls.reference_priority is not None
 
     def check_supported(self, case: Case) -> None:
         """Raise Unsupported with a reason when this implementation has no way to run `case`."""

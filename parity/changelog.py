@@ -1,0 +1,44 @@
+"""The fixture changelog a regen writes: which fixtures moved, which tensors, by how much."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parity.fixtures import FixtureWrite
+from parity.outputs import StageOutputs, atomic_write_bytes
+
+
+def _moves(old: StageOutputs, new: StageOutputs) -> list[str]:
+    lines = []
+    if old.template != new.template:
+        lines.append("template.text changed")
+    old_t, new_t = old.tensors(), new.tensors()
+    for key in sorted(set(old_t) | set(new_t)):
+        a, b = old_t.get(key), new_t.get(key)
+        if a is None or b is None:
+            lines.append(f"{key}: {'added' if a is None else 'removed'}")
+        elif a.shape != b.shape:
+            lines.append(f"{key}: shape {tuple(a.shape)} -> {tuple(b.shape)}")
+        elif a.dtype != b.dtype:
+            lines.append(f"{key}: dtype {a.dtype} -> {b.dtype}")
+        else:
+            diff = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+            if diff:
+                lines.append(f"{key}: max abs change {diff:.3e}")
+    old_v, new_v = old.meta.get("versions"), new.meta.get("versions")
+    if old_v != new_v:
+        lines.append(f"versions {old_v} -> {new_v}")
+    return lines or ["bytes changed, values equal (metadata only)"]
+
+
+def write_changelog(path: Path, written: list[tuple[FixtureWrite, StageOutputs]]) -> None:
+    changed = [(w, new) for w, new in written if w.changed]
+    lines = ["# Fixture changelog", "", f"{len(changed)} of {len(written)} fixture(s) changed.", ""]
+    for w, new in changed:
+        lines.append(f"## {w.key}")
+        if w.previous is None:
+            lines.append("- new fixture")
+        else:
+            lines.extend(f"- {m}" for m in _moves(w.previous, new))
+        lines.append("")
+    atomic_write_bytes(path, "\n".join(lines).encode())

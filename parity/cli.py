@@ -1,0 +1,84 @@
+"""The `parity` command. Exit status: 0 success / no unexpected divergence, 1 unexpected
+divergence (or fixtures that changed on regen), 2 bad input with one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from parity.errors import InputError
+
+DEFAULT_FIXTURES = Path("fixtures")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="a Z-Image checkpoint folder (replaces the tiny defaults)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), help="override every case's dtype")
+    p.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parity", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run cases x adapters x stages against the golden fixtures")
+    run.add_argument("--cases", default="*", help="glob over case ids or case-file stems")
+    run.add_argument("--adapters", type=_csv, help="comma-separated adapter names (default: all default ones)")
+    run.add_argument("--stages", type=_csv, help="comma-separated stages (default: every implemented stage)")
+    run.add_argument("--reference", help="compare against this reference instead of each case's default")
+    run.add_argument("--mode", choices=("free", "forced"), default="free")
+    run.add_argument("--dump", type=Path, help="write every adapter's stage outputs under DIR/<case>/")
+    run.add_argument("--report", type=Path, help="write the HTML report here")
+    run.add_argument("--json", type=Path, help="write the machine-readable results here")
+    _common(run)
+
+    tok = sub.add_parser("tokenize", help="tokenize text with the reference (or a checkpoint's) tokenizer")
+    source = tok.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text")
+    source.add_argument("--stdin", action="store_true", help="read the text from standard input")
+    tok.add_argument("--json", action="store_true", help="print {'ids': [...], 'tokens': [...]}")
+    tok.add_argument("--jsonl", action="store_true", help="with --stdin: one JSON string per line in, one object out")
+    tok.add_argument("--checkpoint", type=Path)
+
+    render = sub.add_parser("render", help="one adapter's template and token ids for one case")
+    render.add_argument("--adapter", required=True)
+    render.add_argument("--case", type=Path, required=True, help="a case file (TOML)")
+    render.add_argument("--case-id", help="which case in the file (default: the first)")
+    render.add_argument("--json", action="store_true")
+    _common(render)
+
+    fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
+    fixtures.add_argument("action", choices=("check", "regen", "stale"))
+    fixtures.add_argument("--all", action="store_true", help="regen: rewrite every fixture, not just changed ones")
+    fixtures.add_argument("--cases", default="*")
+    fixtures.add_argument("--changelog", type=Path, default=Path("reports/fixture-changelog.md"))
+    _common(fixtures)
+
+    report = sub.add_parser("report", help="render the HTML report from a results JSON")
+    report.add_argument("--json", type=Path, default=Path("reports/parity.json"))
+    report.add_argument("--out", type=Path, default=Path("reports/parity.html"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from parity import commands
+
+        return getattr(commands, args.command)(args)
+    except InputError as e:
+        print(f"parity: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""What each `parity` subcommand does; `cli.py` only parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from parity.adapter import Unsupported, registered_adapters
+from parity.cases import load_case_file, load_cases
+from parity.changelog import write_changelog
+from parity.environment import environment
+from parity.errors import InputError
+from parity.expectations import load_expectations
+from parity.fixtures import FixtureStore
+from parity.models.text_encoder import weights_sha256
+from parity.outputs import atomic_write_bytes
+from parity.runner import Runner, merge, produce
+from parity.stages import TEXT_STAGES
+from parity.suite import Options, groups
+from parity.tolerances import tolerance_for
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, ensure_ascii=False))
+
+
+def _options(args: argparse.Namespace) -> Options:
+    if args.checkpoint is not None and not args.checkpoint.is_dir():
+        raise InputError(f"checkpoint folder not found: {args.checkpoint}")
+    return Options(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    cases = load_cases(args.fixtures / "cases", args.cases)
+    expectations = load_expectations(args.fixtures / "expectations.toml")
+    store = FixtureStore(args.fixtures)
+    stages = tuple(args.stages) if args.stages else TEXT_STAGES
+    runs = []
+    for group in groups(cases, args.adapters, _options(args)):
+        runner = Runner(
+            group.context, group.adapters, group.references, store, expectations,
+            stages=stages, mode=args.mode, reference=args.reference, dump=args.dump,
+        )
+        runs.append(runner.run(group.cases))
+    result = merge(runs)
+    data = result.to_json()
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
+    if args.report:
+        from parity.report.html import write_html
+
+        write_html(data, args.report)
+    _print_summary(result)
+    return result.exit_code
+
+
+def _print_summary(result) -> None:
+    failures = result.failures
+    counts: dict[str, int] = {}
+    for r in result.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({result.seconds:.1f}s, {result.mode})")
+    for r in failures:
+        print(f"UNEXPECTED {r.case} / {r.adapter} / {r.stage}: {r.summary}")
+
+
+def tokenize(args: argparse.Namespace) -> int:
+    from parity.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.checkpoint)
+
+    def encode(text: str) -> dict:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)}
+
+    if args.jsonl:
+        if not args.stdin:
+            raise InputError("--jsonl reads standard input: add --stdin")
+        for n, line in enumerate(sys.stdin, 1):
+            try:
+                text = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"stdin line {n}: not a JSON string") from None
+            if not isinstance(text, str):
+                raise InputError(f"stdin line {n}: expected a JSON string, got {type(text).__name__}")
+            print_json(encode(text))
+        return 0
+    text = sys.stdin.read() if args.stdin else args.text
+    out = encode(text)
+    if args.json:
+        print_json(out)
+    else:
+        for i, t in zip(out["ids"], out["tokens"], strict=True):
+            print(f"{i}\t{t}")
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    cases = load_case_file(args.case)
+    if args.case_id is None:
+        case = cases[0]
+    else:
+        matching = [c for c in cases if c.id == args.case_id]
+        if not matching:
+            raise InputError(f"{args.case.name}: no case with id {args.case_id!r}")
+        case = matching[0]
+    group = groups([case], [args.adapter], _options(args))[0]
+    adapter = group.adapters[args.adapter]
+    try:
+        adapter.check_supported(case)
+        template = adapter.template(case)
+        tokens = adapter.tokens(case, template)
+    except Unsupported as e:
+        raise InputError(f"adapter {args.adapter!r} does not support case {case.id!r}: {e}") from None
+    ids = [i for i, m in zip(tokens.input_ids, tokens.attention_mask, strict=True) if m]
+    out = {"text": template.text, "ids": ids, "padding": len(tokens.input_ids) - len(ids)}
+    if args.json:
+        print_json(out)
+    else:
+        print(template.text)
+    return 0
+
+
+def fixtures(args: argparse.Namespace) -> int:
+    store = FixtureStore(args.fixtures)
+    cases = load_cases(args.fixtures / "cases", args.cases)
+    if args.action == "check":
+        return _check(store, cases)
+    if args.action == "stale":
+        wanted = {store.key(c.id, r) for c, r in _fixture_pairs(cases, _options(args))}
+        stale = store.stale(wanted)
+        for key in stale:
+            print(key)
+        print(f"{len(stale)} stale fixture(s)", file=sys.stderr)
+        return 0
+    return _regen(store, cases, args)
+
+
+def _fixture_pairs(cases, options):
+    """(case, reference name) for every reference that supports each case."""
+    for group in groups(cases, [], options):
+        for case in group.cases:
+            for name, ref in group.references.items():
+                try:
+                    ref.check_supported(case)
+                except Unsupported:
+                    continue
+                yield case, name
+
+
+def _check(store: FixtureStore, cases) -> int:
+    problems = store.check_all()
+    for case in cases:
+        for name, cls in registered_adapters().items():
+            if cls.is_reference() and store.entry(case.id, name) is not None:
+                try:
+                    store.load(case, name)
+                except InputError as e:
+                    problems.append(str(e))
+    for p in dict.fromkeys(problems):
+        print(p)
+    print(f"{len(set(problems))} problem(s) in {store.root}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _regen(store: FixtureStore, cases, args: argparse.Namespace) -> int:
+    written = []
+    for group in groups(cases, [], _options(args)):
+        provenance_base = {
+            "environment": environment(group.context),
+            "text_encoder_sha256": weights_sha256(group.context.text_encoder),
+            "tokenizer": _tokenizer_provenance(group.context),
+            "tolerance": {"embeddings": tolerance_for("embeddings", group.context.dtype).to_json()},
+        }
+        for case in group.cases:
+            for name, ref in group.references.items():
+                try:
+                    ref.check_supported(case)
+                except Unsupported:
+                    continue
+                outputs = produce(ref, case)
+                provenance = provenance_base | {"reference": name, "versions": ref.versions(), "seed": case.seed}
+                written.append((store.write(case, name, outputs, provenance, force=args.all), outputs))
+                print(f"{store.key(case.id, name)}: {'changed' if written[-1][0].changed else 'unchanged'}",
+                      file=sys.stderr)
+    store.commit()
+    changed = [w for w, _ in written if w.changed]
+    write_changelog(args.changelog, written)
+    print(f"{len(changed)} of {len(written)} fixture(s) changed; changelog: {args.changelog}")
+    if changed and not args.all:
+        print("fixtures changed: review the changelog and commit them, then rerun", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tokenizer_provenance(context) -> dict:
+    if context.checkpoint is not None:
+        return {"checkpoint": str(Path(context.checkpoint) / "tokenizer")}
+    from parity.tokenizer import reference_data_provenance
+
+    return reference_data_provenance()
+
+
+def report(args: argparse.Namespace) -> int:
+    from parity.report.html import write_html
+
+    if not args.json.is_file():
+        raise InputError(f"results file not found: {args.json} (run `parity run --json {args.json}` first)")
+    try:
+        data = json.loads(args.json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{args.json}: unreadable results ({e})") from None
+    write_html(data, args.out)
+    print(args.out)
+    return 0

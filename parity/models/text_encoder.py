@@ -1,0 +1,77 @@
+"""The text encoder: a tiny Qwen3 built from code by default, or a checkpoint's `text_encoder/`.
+
+The tiny model keeps what matters for parity and shrinks the rest: the real vocabulary (151,936,
+so every real token id is valid), the real head layout ratios of Qwen3-4B (4 query heads per KV
+head, heads x head_dim = 1.6 x hidden, MLP = 3.8 x hidden), its rope_theta and norm eps, and
+enough layers that `hidden_states[-2]` is neither the embedding nor the last layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, Qwen3Config, Qwen3Model
+
+from parity.errors import InputError
+from parity.models.deterministic import state_dict_sha256, uniform
+
+TINY_SEED = 20251126
+TINY_CONFIG = dict(
+    vocab_size=151936,
+    hidden_size=80,
+    intermediate_size=304,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=32,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+    tie_word_embeddings=False,
+    attention_bias=False,
+)
+
+
+def tiny_config() -> Qwen3Config:
+    return Qwen3Config(**TINY_CONFIG)
+
+
+def tiny_state_dict(config: Qwen3Config, seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
+    """Deterministic weights for every parameter of a bare Qwen3Model with `config`."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in Qwen3Model(config).state_dict().items()}
+    state = {}
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            # Norm gains near 1, but not exactly 1, so a skipped or misplaced norm shows.
+            state[name] = uniform(name, shape, seed, 0.75, 1.25)
+        elif name == "embed_tokens.weight":
+            state[name] = uniform(name, shape, seed, -1.0, 1.0)
+        else:
+            bound = shape[-1] ** -0.5
+            state[name] = uniform(name, shape, seed, -bound, bound)
+    return state
+
+
+def build_tiny_text_encoder(device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3Model:
+    config = tiny_config()
+    model = Qwen3Model(config)
+    model.load_state_dict(tiny_state_dict(config), strict=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_text_encoder(
+    checkpoint: Path | None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    if checkpoint is None:
+        return build_tiny_text_encoder(device, dtype)
+    folder = checkpoint / "text_encoder"
+    if not folder.is_dir():
+        raise InputError(f"checkpoint {checkpoint} has no text_encoder/ folder")
+    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    return model.to(device).eval()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    return state_dict_sha256(model.state_dict())

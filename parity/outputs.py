@@ -1,0 +1,105 @@
+"""One adapter's stage outputs for one case, and their on-disk form (dumps and fixtures alike).
+
+`<name>.safetensors` holds the tensors under the DESIGN.md keys (`tokens.input_ids`, ...);
+`<name>.json` holds the strings and metadata (`template.text`, versions, options). Writes are
+atomic: a reader sees the old pair or the new pair, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from parity.errors import InputError
+from parity.stages import Embeddings, Template, Tokens
+
+
+@dataclass
+class StageOutputs:
+    template: Template | None = None
+    tokens: Tokens | None = None
+    embeddings: Embeddings | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, stage: str) -> Template | Tokens | Embeddings | None:
+        return getattr(self, stage)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.tokens is not None:
+            out["tokens.input_ids"] = torch.tensor(self.tokens.input_ids, dtype=torch.int64)
+            out["tokens.attention_mask"] = torch.tensor(self.tokens.attention_mask, dtype=torch.int64)
+        if self.embeddings is not None:
+            out["embeddings.hidden"] = self.embeddings.hidden.contiguous()
+            out["embeddings.mask"] = self.embeddings.mask.to(torch.bool).contiguous()
+        return out
+
+    def strings(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"meta": self.meta}
+        if self.template is not None:
+            data["template.text"] = self.template.text
+        return data
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode(outputs: StageOutputs) -> tuple[bytes, bytes]:
+    """The (safetensors, json) bytes of `outputs`."""
+    tensors = save(outputs.tensors()) if outputs.tensors() else save({})
+    strings = json.dumps(outputs.strings(), indent=1, sort_keys=True, ensure_ascii=False).encode()
+    return tensors, strings + b"\n"
+
+
+def write_outputs(directory: Path, name: str, outputs: StageOutputs) -> tuple[Path, Path]:
+    tensors, strings = encode(outputs)
+    st, js = directory / f"{name}.safetensors", directory / f"{name}.json"
+    atomic_write_bytes(st, tensors)
+    atomic_write_bytes(js, strings)
+    return st, js
+
+
+def decode(tensor_bytes: bytes, json_bytes: bytes, where: str) -> StageOutputs:
+    try:
+        tensors = load(tensor_bytes)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise InputError(f"{where}: unreadable safetensors ({e})") from None
+    try:
+        strings = json.loads(json_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{where}: unreadable JSON ({e})") from None
+    out = StageOutputs(meta=strings.get("meta", {}))
+    if "template.text" in strings:
+        out.template = Template(strings["template.text"])
+    if "tokens.input_ids" in tensors:
+        out.tokens = Tokens(tensors["tokens.input_ids"].tolist(), tensors["tokens.attention_mask"].tolist())
+    if "embeddings.hidden" in tensors:
+        out.embeddings = Embeddings(tensors["embeddings.hidden"], tensors["embeddings.mask"].to(torch.bool))
+    return out
+
+
+def read_outputs(directory: Path, name: str) -> StageOutputs:
+    st, js = directory / f"{name}.safetensors", directory / f"{name}.json"
+    for path in (st, js):
+        if not path.is_file():
+            raise InputError(f"missing file: {path}")
+    return decode(st.read_bytes(), js.read_bytes(), str(st))

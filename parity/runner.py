@@ -1,0 +1,208 @@
+"""Cases x adapters x stages: run each adapter, compare each stage with the golden fixture.
+
+Free-running: every adapter consumes its own upstream output, so errors accumulate as users see
+them. Teacher-forced: every adapter consumes the reference's upstream output from the fixture,
+so each stage shows only the error it adds itself. The first stage whose comparison fails is the
+pair's first divergence.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parity.adapter import Adapter, Unsupported
+from parity.cases import Case
+from parity.checks import check_stage
+from parity.context import Context
+from parity.environment import environment
+from parity.errors import InputError
+from parity.expectations import Expectations
+from parity.fixtures import FixtureStore
+from parity.outputs import StageOutputs, write_outputs
+from parity.stages import STAGES, TEXT_STAGES
+
+MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
+    "match", "declared", "unexpected", "unsupported", "declared-but-matches"
+)
+FAILING = (UNEXPECTED, STALE)
+
+
+@dataclass
+class StageResult:
+    case: str
+    adapter: str
+    stage: str
+    status: str
+    summary: str
+    reason: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    mode: str
+    references: dict[str, str]
+    adapters: list[str]
+    stages: list[str]
+    results: list[StageResult]
+    environment: dict[str, Any]
+    seconds: float = 0.0
+
+    def first_divergence(self, case: str, adapter: str) -> StageResult | None:
+        return next(
+            (r for r in self.results if r.case == case and r.adapter == adapter and r.status in (DECLARED, UNEXPECTED)),
+            None,
+        )
+
+    @property
+    def failures(self) -> list[StageResult]:
+        return [r for r in self.results if r.status in FAILING]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "references": self.references,
+            "adapters": self.adapters,
+            "stages": self.stages,
+            "seconds": round(self.seconds, 3),
+            "environment": self.environment,
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+def merge(runs: list[RunResult]) -> RunResult:
+    """One result for a run made of several groups (one per dtype)."""
+    first = runs[0]
+    return RunResult(
+        mode=first.mode,
+        references={k: v for r in runs for k, v in r.references.items()},
+        adapters=list(dict.fromkeys(a for r in runs for a in r.adapters)),
+        stages=first.stages,
+        results=[x for r in runs for x in r.results],
+        environment=first.environment | {"dtype": sorted({r.environment["dtype"] for r in runs})},
+        seconds=sum(r.seconds for r in runs),
+    )
+
+
+def pick_reference(case: Case, references: dict[str, Adapter], override: str | None) -> str:
+    """The named reference, or the highest-priority reference that supports the case."""
+    ranked = [override] if override else sorted(references, key=lambda n: type(references[n]).reference_priority)
+    for name in ranked:
+        try:
+            references[name].check_supported(case)
+        except Unsupported:
+            continue
+        return name
+    raise InputError(f"case {case.id!r}: no reference implementation supports it ({', '.join(ranked)} tried)")
+
+
+def produce(adapter: Adapter, case: Case) -> StageOutputs:
+    """Every text stage of `adapter` on `case`, free-running (what a golden fixture stores)."""
+    out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions()})
+    out.template = adapter.template(case)
+    out.tokens = adapter.tokens(case, out.template)
+    out.embeddings = adapter.embeddings(case, out.tokens)
+    return out
+
+
+class Runner:
+    def __init__(
+        self,
+        context: Context,
+        adapters: dict[str, Adapter],
+        references: dict[str, Adapter],
+        store: FixtureStore,
+        expectations: Expectations,
+        stages: tuple[str, ...] = TEXT_STAGES,
+        mode: str = "free",
+        reference: str | None = None,
+        dump: Path | None = None,
+        progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    ) -> None:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise InputError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+        not_yet = [s for s in stages if s not in TEXT_STAGES]
+        if not_yet:
+            raise InputError(f"stage {not_yet[0]!r} is not implemented yet (available: {', '.join(TEXT_STAGES)})")
+        if mode not in ("free", "forced"):
+            raise InputError(f"mode must be 'free' or 'forced', not {mode!r}")
+        if reference is not None and reference not in references:
+            raise InputError(f"unknown reference {reference!r} (references: {', '.join(sorted(references))})")
+        self.context, self.adapters, self.references, self.store = context, adapters, references, store
+        self.expectations, self.stages, self.mode = expectations, stages, mode
+        self.reference, self.dump, self.progress = reference, dump, progress
+
+    def run(self, cases: list[Case]) -> RunResult:
+        start = time.perf_counter()
+        references = {c.id: pick_reference(c, self.references, self.reference) for c in cases}
+        goldens = {c.id: self.store.load(c, references[c.id]) for c in cases}
+        results: list[StageResult] = []
+        for n, case in enumerate(cases, 1):
+            t = time.perf_counter()
+            for name, adapter in self.adapters.items():
+                results.extend(self._run_pair(case, name, adapter, goldens[case.id]))
+            statuses = [r.status for r in results if r.case == case.id]
+            self.progress(
+                f"[{n}/{len(cases)}] {case.id}: {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
+                f"{sum(s in FAILING for s in statuses)} unexpected ({time.perf_counter() - t:.1f}s)"
+            )
+        return RunResult(
+            mode=self.mode,
+            references=references,
+            adapters=list(self.adapters),
+            stages=list(self.stages),
+            results=results,
+            environment=environment(self.context),
+            seconds=time.perf_counter() - start,
+        )
+
+    def _run_pair(self, case: Case, name: str, adapter: Adapter, golden: StageOutputs) -> list[StageResult]:
+        try:
+            adapter.check_supported(case)
+        except Unsupported as e:
+            return [StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self.stages]
+        feed = golden if self.mode == "forced" else None
+        obtained = StageOutputs(meta={"adapter": name, "versions": adapter.versions(), "case": case.id})
+        results = []
+        unsupported_from: str | None = None
+        for stage in TEXT_STAGES[: max(TEXT_STAGES.index(s) for s in self.stages) + 1]:
+            source = feed or obtained
+            try:
+                if unsupported_from is not None:
+                    raise Unsupported(unsupported_from)
+                if stage == "template":
+                    obtained.template = adapter.template(case)
+                elif stage == "tokens":
+                    obtained.tokens = adapter.tokens(case, source.template)
+                else:
+                    obtained.embeddings = adapter.embeddings(case, source.tokens)
+            except Unsupported as e:
+                unsupported_from = unsupported_from or f"{stage}: {e}"
+                if stage in self.stages:
+                    results.append(StageResult(case.id, name, stage, UNSUPPORTED, "not supported", str(e)))
+                continue
+            if stage in self.stages:
+                results.append(self._judge(case, name, stage, obtained, golden))
+        if self.dump is not None:
+            write_outputs(self.dump / case.id, name, obtained)
+        return results
+
+    def _judge(self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs) -> StageResult:
+        check = check_stage(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
+        declared = self.expectations.declared(case.id, name, stage, self.mode)
+        if check.passed:
+            status = STALE if declared else MATCH
+        else:
+            status = DECLARED if declared else UNEXPECTED
+        reason = declared.reason if declared else ""
+        return StageResult(case.id, name, stage, status, check.summary, reason, check.detail)

@@ -1,0 +1,48 @@
+"""Numeric tolerances per stage and dtype, each with the measurement that justifies it.
+
+Pass rule (as torch.testing): |obtained - expected| <= atol + rtol * |expected|.
+Evidence was measured on the tiny reference text encoder (CPU, torch 2.13): the same ids encoded
+unpadded and right-padded to 512 with a mask, lengths 5-511. That is the largest legitimate
+difference two correct implementations of the text path show (sdpa with and without a mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    noise_floor_max_abs: float
+    headroom: float
+    measured_by: str
+
+
+@dataclass(frozen=True)
+class StageTolerance:
+    tolerance: Tolerance
+    evidence: Evidence
+
+    def to_json(self) -> dict:
+        return {"tolerance": asdict(self.tolerance), "evidence": asdict(self.evidence)}
+
+
+_PADDING_PROBE = "tiny text encoder, ids unpadded vs right-padded to 512 with mask, L in {5,11,60,300,511}"
+
+TOLERANCES: dict[tuple[str, str], StageTolerance] = {
+    # Floor 5.4e-7 on values up to 2.7; 1e-5 leaves ~18x headroom and is still far below any
+    # real divergence (a shifted token or a wrong layer moves rows by O(1)).
+    ("embeddings", "fp32"): StageTolerance(Tolerance(atol=1e-5, rtol=1e-5), Evidence(5.4e-7, 18.0, _PADDING_PROBE)),
+    # Floor 0.0156 = one bf16 ulp at magnitude 2-4; allow four ulps there.
+    ("embeddings", "bf16"): StageTolerance(Tolerance(atol=0.0625, rtol=1.6e-2), Evidence(0.015625, 4.0, _PADDING_PROBE)),
+}
+
+
+def tolerance_for(stage: str, dtype: str) -> StageTolerance:
+    return TOLERANCES[(stage, dtype)]
