@@ -1,0 +1,60 @@
+"""The ComfyUI node pack `fblissjr/ComfyUI-QwenImageWanBridge` 2.9.12 (the "in-house" path), re-implemented.
+
+What it does differently from the references (diffusers / DiffSynth), top to bottom:
+- Template. It writes the chat string by hand instead of using the tokenizer's chat template, and
+  with its shipped defaults (think block on) appends `<think>\\n\\n</think>\\n\\n` after
+  `<|im_start|>assistant\\n`: the Qwen3 `enable_thinking=False` prompt, which no reference uses.
+  Switched off, it equals the reference string. Beyond one user prompt it can express a system
+  prompt, thinking and assistant content (non-blank thinking forces the think block on), a raw
+  string sent as is, LoRA trigger words prepended to the user prompt, a key-quote filter for JSON
+  prompts, Markdown prompt templates, and multi-turn conversations. Its simple encoder writes
+  different bytes from its full one (`workflow.py`, `prompt.py`, `conversation.py`).
+- Tokens. The string goes through ComfyUI's encode path: tokenized whole, no padding, no
+  truncation at 512, attention mask all ones. (ComfyUI's own text handling on that path, the
+  `\\(` unescape and ` embedding:` split, is not modelled here.)
+- Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
+  masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
+  prompt, this changes no numbers, only the hand-off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
+from implementations.inhouse.workflow import render_case
+from implementations.zimage.chat import tokenize_whole
+from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
+from parity.adapter import Adapter
+from parity.cases import Case
+from parity.stages import Embeddings, Template, Tokens
+
+FILTER_PADDING_DEFAULT = True
+
+
+class InHouseAdapter(Adapter):
+    name: ClassVar[str] = "inhouse"
+    summary: ClassVar[str] = "the ComfyUI node pack QwenImageWanBridge 2.9.12, on ComfyUI's encode path"
+    templates_dir: ClassVar[Path] = TEMPLATES_DIR
+
+    def _template_for(self, case: Case) -> PromptTemplate | None:
+        return None if case.template is None else select_template(case.template, self.templates_dir)
+
+    def check_supported(self, case: Case) -> None:
+        # Building the workflow is the test: it raises Unsupported for what the nodes cannot express.
+        render_case(case, self._template_for(case))
+
+    def template(self, case: Case) -> Template:
+        return Template(render_case(case, self._template_for(case)))
+
+    def tokens(self, case: Case, template: Template) -> Tokens:
+        return tokenize_whole(self.context.tokenizer, template.text)
+
+    def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
+        hidden = penultimate_hidden(self.context.text_encoder, tokens)
+        filter_padding = FILTER_PADDING_DEFAULT if case.filter_padding is None else case.filter_padding
+        return gathered(hidden, tokens) if filter_padding else unfiltered(hidden, tokens)
+
+    def versions(self) -> dict[str, str]:
+        return {"node_pack": "2.9.12 (re-implemented)"}
