@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from implementations.comfyui_style.adapter import ComfyUILegacyTokenizerAdapter, ComfyUIStyleAdapter
-from implementations.comfyui_style.prompt_rules import attention_mask, unescape_parentheses
+from implementations.zimage.comfy_text import attention_mask, unescape_parentheses
 from parity.adapter import Unsupported
 from parity.cases import Case, Message
 from parity.context import Context
@@ -46,9 +46,12 @@ def test_plain_prompt_template_bytes_and_ids(comfy):
     assert tokens.attention_mask == [1] * len(PROMPT_IDS)
 
 
-def test_escaped_parentheses_are_unescaped_and_weights_stay_text(comfy):
-    template, _ = run(comfy, r"A \(very\) detailed portrait, (soft light:1.2)")
-    assert "user\nA (very) detailed portrait, (soft light:1.2)<|im_end|>" in template.text
+def test_escaped_parentheses_are_unescaped_by_the_tokenizer_and_weights_stay_text(comfy):
+    template, tokens = run(comfy, r"A \(very\) detailed portrait, (soft light:1.2)")
+    # The template is the string handed to the tokenizer; ComfyUI's tokenizer undoes the escapes.
+    assert "user\nA \\(very\\) detailed portrait" in template.text
+    unescaped = "<|im_start|>user\nA (very) detailed portrait, (soft light:1.2)<|im_end|>\n<|im_start|>assistant\n"
+    assert tokens.input_ids == comfy.tokenizer(unescaped)["input_ids"]
 
 
 def test_unescape_keeps_comfyuis_control_pair_quirk():

@@ -435,11 +435,10 @@ def test_turns_never_lose_message_text(turns: list[tuple[str, str, str]], think:
 
 
 class CharTokenizer:
-    """One id per character: enough to see padding, truncation and special-token handling."""
+    """One id per character and, like Qwen's, no BOS/EOS: enough to see padding and truncation."""
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        ids = [ord(c) % 500 for c in text]
-        return {"input_ids": [499, *ids] if add_special_tokens else ids}
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        return {"input_ids": [ord(c) % 500 for c in text]}
 
 
 @pytest.fixture(scope="module")
@@ -465,7 +464,7 @@ def test_adapter_identity(adapter: InHouseAdapter):
     assert adapter.versions() == {"node_pack": "2.9.12 (re-implemented)"}
 
 
-def test_adapter_tokenizes_whole_without_padding_or_special_tokens(adapter: InHouseAdapter):
+def test_adapter_tokenizes_whole_without_padding_or_truncation(adapter: InHouseAdapter):
     long = case(prompt="x" * 700)
     tokens = adapter.tokens(long, adapter.template(long))
     expected = [ord(c) % 500 for c in render_case(long, None)]

@@ -4,8 +4,8 @@ What ComfyUI does differently from diffusers and DiffSynth, top to bottom:
 - No chat template is rendered: the prompt goes into a hard-coded string,
   `<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n` (the official template's bytes with
   `enable_thinking=True`, no system prompt, no think block).
-- `\(` and `\)` become `(` and `)`. Z-Image disables prompt weights, so `(soft light:1.2)` stays
-  literal text, but the escapes are still undone.
+- Its tokenizer undoes `\(` and `\)` to `(` and `)`. Z-Image disables prompt weights, so
+  `(soft light:1.2)` stays literal text, but the escapes are still undone.
 - ` embedding:NAME` (after a space or newline) is a textual-inversion reference. The text is split
   there, losing that space or newline, and the pieces are tokenized one by one, so no token spans a
   split. This harness has no embeddings, so it does what ComfyUI does when the file is missing: it
@@ -33,19 +33,13 @@ from typing import ClassVar
 from transformers import PreTrainedTokenizerBase
 
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
-from implementations.comfyui_style.prompt_rules import (
-    attention_mask,
-    split_embedding_references,
-    unescape_parentheses,
-)
+from implementations.zimage import comfy_text
 from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.stages import Embeddings, Template, Tokens
 
 TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-# Hard-coded in ComfyUI's Qwen3-4B encoder as its pad token, whatever the tokenizer says.
-PAD_ID = 151643
 
 
 def _richer_than_a_prompt(case: Case) -> str | None:
@@ -78,15 +72,10 @@ class ComfyUIStyleAdapter(Adapter):
             raise Unsupported(f"ComfyUI's text encode node takes one prompt; the case sets {extra}")
 
     def template(self, case: Case) -> Template:
-        # ComfyUI fills the template first and undoes escapes on the whole string; the template has
-        # no backslashes, so this is the same as unescaping the prompt alone.
-        return Template(unescape_parentheses(TEMPLATE.format(case.user_text)))
+        return Template(TEMPLATE.format(case.user_text))
 
     def tokens(self, case: Case, template: Template) -> Tokens:
-        # Called with its default arguments, as ComfyUI calls it; a Qwen tokenizer adds no BOS/EOS.
-        pieces = split_embedding_references(template.text)
-        ids = [i for piece in pieces for i in self.tokenizer(piece)["input_ids"]]
-        return Tokens(input_ids=ids, attention_mask=attention_mask(ids, PAD_ID))
+        return comfy_text.tokenize(self.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         return unfiltered(penultimate_hidden(self.context.text_encoder, tokens), tokens)

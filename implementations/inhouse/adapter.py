@@ -9,9 +9,8 @@ What it does differently from the references (diffusers / DiffSynth), top to bot
   string sent as is, LoRA trigger words prepended to the user prompt, a key-quote filter for JSON
   prompts, Markdown prompt templates, and multi-turn conversations. Its simple encoder writes
   different bytes from its full one (`workflow.py`, `prompt.py`, `conversation.py`).
-- Tokens. The string goes through ComfyUI's encode path: tokenized whole, no padding, no
-  truncation at 512, attention mask all ones. (ComfyUI's own text handling on that path, the
-  `\\(` unescape and ` embedding:` split, is not modelled here.)
+- Tokens. The string goes through ComfyUI's encode path (`zimage/comfy_text.py`): `\\(` unescaped,
+  ` embedding:` references split out, no padding, no truncation at 512.
 - Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
   masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
   prompt, this changes no numbers, only the hand-off.
@@ -24,7 +23,7 @@ from typing import ClassVar
 
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
-from implementations.zimage.chat import tokenize_whole
+from implementations.zimage import comfy_text
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
 from parity.adapter import Adapter
 from parity.cases import Case
@@ -49,7 +48,7 @@ class InHouseAdapter(Adapter):
         return Template(render_case(case, self._template_for(case)))
 
     def tokens(self, case: Case, template: Template) -> Tokens:
-        return tokenize_whole(self.context.tokenizer, template.text)
+        return comfy_text.tokenize(self.context.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         hidden = penultimate_hidden(self.context.text_encoder, tokens)

@@ -1,17 +1,24 @@
-"""The generic ComfyUI text-encoder rules that touch a Z-Image prompt (`comfy/sd1_clip.py`).
+"""ComfyUI's encode path for a Z-Image prompt string (`comfy/sd1_clip.py`, `text_encoders/z_image.py`).
 
-Z-Image's tokenizer is a subclass of ComfyUI's SDTokenizer and its encoder of SDClipModel, so three
-rules written for CLIP reach its prompt: parenthesis escapes, textual-inversion references, and the
-attention mask built from the pad token. Each function here reproduces one of them (as of ComfyUI
-upstream 2026-04, commit 4b1444f).
+Stock ComfyUI and node packs built on it (the in-house encoder) hand their string to the same
+tokenizer, so this path is written once. Z-Image's tokenizer is a subclass of ComfyUI's SDTokenizer
+and its encoder of SDClipModel, so three rules written for CLIP reach its prompt: parenthesis
+escapes, textual-inversion references, and the attention mask built from the pad token. Each
+function here reproduces one of them (as of ComfyUI upstream 2026-04, commit 4b1444f); `tokenize`
+applies them in ComfyUI's order: no BOS/EOS, no padding, no truncation.
 """
 
 from __future__ import annotations
 
 import re
 
-from parity.adapter import Unsupported
+from transformers import PreTrainedTokenizerBase
 
+from parity.adapter import Unsupported
+from parity.stages import Tokens
+
+# Hard-coded in ComfyUI's Qwen3-4B encoder as its pad token, whatever the tokenizer says.
+PAD_ID = 151643
 EMBEDDING_PREFIX = "embedding:"
 # ComfyUI looks for a reference only after a space or a newline, and that character is consumed.
 _REFERENCE_SPLIT = re.compile(r"[ \n]" + re.escape(EMBEDDING_PREFIX))
@@ -79,3 +86,11 @@ def attention_mask(input_ids: list[int], pad_id: int) -> list[int]:
         ended = ended or token == pad_id
         mask.append(0 if ended else 1)
     return mask
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> Tokens:
+    """The string as ComfyUI tokenizes it: unescaped, split at references, any length."""
+    # Called with its default arguments, as ComfyUI calls it; a Qwen tokenizer adds no BOS/EOS.
+    pieces = split_embedding_references(unescape_parentheses(text))
+    ids = [i for piece in pieces for i in tokenizer(piece)["input_ids"]]
+    return Tokens(input_ids=ids, attention_mask=attention_mask(ids, PAD_ID))
