@@ -44,6 +44,7 @@ class Adapter(ABC):
 
     def check_supported(self, case: Case) -> None:
         """Raise Unsupported with a reason when this implementation has no way to run `case`."""
+        return None
 
     @abstractmethod
     def template(self, case: Case) -> Template: ...

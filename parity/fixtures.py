@@ -37,8 +37,14 @@ class FixtureStore:
         self.golden = root / "golden"
         self.manifest_path = root / "manifest.json"
         self._pending: dict[str, Any] = {}
+        self._manifest: dict[str, Any] | None = None
 
     def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            self._manifest = self._read_manifest()
+        return self._manifest
+
+    def _read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.is_file():
             return {"format": MANIFEST_FORMAT, "fixtures": {}}
         try:
@@ -118,10 +124,14 @@ class FixtureStore:
         """Record every written fixture in the manifest in one atomic replace."""
         manifest = self.manifest()
         manifest["fixtures"].update(self._pending)
+        self._write_manifest(manifest)
+        self._pending = {}
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest["fixtures"] = dict(sorted(manifest["fixtures"].items()))
         data = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
         atomic_write_bytes(self.manifest_path, data)
-        self._pending = {}
+        self._manifest = manifest
 
     def check_all(self) -> list[str]:
         """Every problem with the stored fixtures: missing or corrupted files, in key order."""
@@ -138,12 +148,3 @@ class FixtureStore:
     def stale(self, wanted: set[str]) -> list[str]:
         """Fixture keys in the manifest that no current case and reference uses."""
         return sorted(set(self.manifest()["fixtures"]) - wanted)
-
-    def remove(self, key: str) -> None:
-        case_id, reference = key.split("/", 1)
-        for path in self._paths(case_id, reference):
-            path.unlink(missing_ok=True)
-        manifest = self.manifest()
-        manifest["fixtures"].pop(key, None)
-        data = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-        atomic_write_bytes(self.manifest_path, data)

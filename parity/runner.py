@@ -200,9 +200,7 @@ class Runner:
     def _judge(self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs) -> StageResult:
         check = check_stage(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
         declared = self.expectations.declared(case.id, name, stage, self.mode)
-        if check.passed:
-            status = STALE if declared else MATCH
-        else:
-            status = DECLARED if declared else UNEXPECTED
+        outcomes = {(True, False): MATCH, (True, True): STALE, (False, True): DECLARED, (False, False): UNEXPECTED}
+        status = outcomes[(check.passed, declared is not None)]
         reason = declared.reason if declared else ""
         return StageResult(case.id, name, stage, status, check.summary, reason, check.detail)

@@ -40,7 +40,9 @@ TOLERANCES: dict[tuple[str, str], StageTolerance] = {
     # real divergence (a shifted token or a wrong layer moves rows by O(1)).
     ("embeddings", "fp32"): StageTolerance(Tolerance(atol=1e-5, rtol=1e-5), Evidence(5.4e-7, 18.0, _PADDING_PROBE)),
     # Floor 0.0156 = one bf16 ulp at magnitude 2-4; allow four ulps there.
-    ("embeddings", "bf16"): StageTolerance(Tolerance(atol=0.0625, rtol=1.6e-2), Evidence(0.015625, 4.0, _PADDING_PROBE)),
+    ("embeddings", "bf16"): StageTolerance(
+        Tolerance(atol=0.0625, rtol=1.6e-2), Evidence(0.015625, 4.0, _PADDING_PROBE)
+    ),
 }
 
 

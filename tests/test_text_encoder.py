@@ -30,8 +30,9 @@ def test_uniform_is_a_pure_function_of_name_shape_and_seed():
 def test_splitmix64_matches_its_published_reference_values():
     # SplitMix64 with seed 0 (Vigna's reference C code) yields 0xE220A8397B1DCDAF first; our
     # counter form hashes (index + key) * gamma, so index 1 with key 0 is that first output.
-    from parity.models.deterministic import _splitmix64
     import numpy as np
+
+    from parity.models.deterministic import _splitmix64
 
     assert int(_splitmix64(np.array([1], dtype=np.uint64))[0]) == 0xE220A8397B1DCDAF
 

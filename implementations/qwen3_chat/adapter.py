@@ -2,19 +2,19 @@
 
 diffusers and DiffSynth accept one user prompt, so a case with a system prompt, prior turns or
 assistant content has no Z-Image reference. What those cases claim to reproduce is the Qwen3 chat
-format itself, so their reference is the real template rendered by the real tokenizer:
-messages as given (thinking becomes `reasoning_content`; a case's own thinking or assistant content
-becomes a final assistant message, rendered without a generation prompt), `enable_thinking=True`
-unless the case turns the think block on, the string tokenized whole (no padding, nothing to
-filter) and encoded with the shared text encoder. On a plain prompt this equals the diffusers path
-row for row.
+format itself, fed through the references' encode path, so their reference is the real template
+rendered by the real tokenizer: messages as given (thinking becomes `reasoning_content`; a case's
+own thinking or assistant content becomes a final assistant message, rendered without a generation
+prompt), `enable_thinking=True` unless the case turns the think block on; then exactly what
+diffusers does next: pad/truncate to 512, `hidden_states[-2]`, keep the masked-in rows. On a plain
+prompt this equals the diffusers path row for row.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from implementations.zimage.chat import render_chat, tokenize_whole
+from implementations.zimage.chat import render_chat, tokenize_padded
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
@@ -60,7 +60,7 @@ class Qwen3ChatAdapter(Adapter):
         return Template(text)
 
     def tokens(self, case: Case, template: Template) -> Tokens:
-        return tokenize_whole(self.context.tokenizer, template.text)
+        return tokenize_padded(self.context.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         return gathered(penultimate_hidden(self.context.text_encoder, tokens), tokens)

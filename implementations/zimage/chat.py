@@ -31,8 +31,3 @@ def tokenize_padded(
     enc = tokenizer(text, padding="max_length", max_length=max_length, truncation=True)
     return Tokens(input_ids=list(enc["input_ids"]), attention_mask=list(enc["attention_mask"]))
 
-
-def tokenize_whole(tokenizer: PreTrainedTokenizerBase, text: str) -> Tokens:
-    """No padding, no truncation, no added BOS/EOS: the string's own tokens, all attended."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return Tokens(input_ids=list(ids), attention_mask=[1] * len(ids))
