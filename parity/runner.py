@@ -4,6 +4,10 @@ Free-running: every adapter consumes its own upstream output, so errors accumula
 them. Teacher-forced: every adapter consumes the reference's upstream output from the fixture,
 so each stage shows only the error it adds itself. The first stage whose comparison fails is the
 pair's first divergence.
+
+Expectations declare where a divergence starts. Free-running, a stage that fails only because an
+upstream stage diverged inherits that verdict (declared or not) and says so; teacher-forced,
+every stage stands on its own.
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ class Runner:
         obtained = StageOutputs(meta={"adapter": name, "versions": adapter.versions(), "case": case.id})
         results = []
         unsupported_from: str | None = None
+        upstream: StageResult | None = None
         for stage in TEXT_STAGES[: max(TEXT_STAGES.index(s) for s in self.stages) + 1]:
             source = feed or obtained
             try:
@@ -191,15 +196,24 @@ class Runner:
                 if stage in self.stages:
                     results.append(StageResult(case.id, name, stage, UNSUPPORTED, "not supported", str(e)))
                 continue
+            result = self._judge(case, name, stage, obtained, golden, upstream)
             if stage in self.stages:
-                results.append(self._judge(case, name, stage, obtained, golden))
+                results.append(result)
+            if self.mode == "free" and upstream is None and result.status in (DECLARED, UNEXPECTED):
+                upstream = result
         if self.dump is not None:
             write_outputs(self.dump / case.id, name, obtained)
         return results
 
-    def _judge(self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs) -> StageResult:
+    def _judge(
+        self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,
+        upstream: StageResult | None,
+    ) -> StageResult:
         check = check_stage(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
         declared = self.expectations.declared(case.id, name, stage, self.mode)
+        if not check.passed and declared is None and upstream is not None:
+            reason = f"follows from the {upstream.stage} divergence" + (f": {upstream.reason}" if upstream.reason else "")
+            return StageResult(case.id, name, stage, upstream.status, check.summary, reason, check.detail)
         outcomes = {(True, False): MATCH, (True, True): STALE, (False, True): DECLARED, (False, False): UNEXPECTED}
         status = outcomes[(check.passed, declared is not None)]
         reason = declared.reason if declared else ""
