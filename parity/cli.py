@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
     fixtures.add_argument("action", choices=("check", "regen", "stale"))
-    fixtures.add_argument("--all", action="store_true", help="regen: rewrite every fixture, not just changed ones")
+    fixtures.add_argument("--all", action="store_true", help="regen: accept every change without failing (default: exit 1 when anything moved)")
     fixtures.add_argument("--cases", default="*")
     fixtures.add_argument("--changelog", type=Path, default=Path("reports/fixture-changelog.md"))
     _common(fixtures)

@@ -182,7 +182,7 @@ def _regen(store: FixtureStore, cases, args: argparse.Namespace) -> int:
                     continue
                 outputs = produce(ref, case)
                 provenance = provenance_base | {"reference": name, "versions": ref.versions(), "seed": case.seed}
-                written.append((store.write(case, name, outputs, provenance, force=args.all), outputs))
+                written.append((store.write(case, name, outputs, provenance), outputs))
                 print(f"{store.key(case.id, name)}: {'changed' if written[-1][0].changed else 'unchanged'}",
                       file=sys.stderr)
     store.commit()

@@ -1,8 +1,14 @@
-"""The golden fixture store: `fixtures/golden/<case>/<reference>.{safetensors,json}` + manifest.
+"""The golden fixture store: `fixtures/golden/<case>/<reference>.<hash>.{safetensors,json}` + manifest.
 
-The manifest records, per fixture, the sha256 of both files, the hash of the case inputs that
-produced it, and its provenance (library versions, torch, device, dtype, threads, weights). A
-fixture is trusted only when its bytes hash to what the manifest says.
+The manifest records, per fixture, its two files with their sha256, the hash of the case inputs
+that produced it, and its provenance (library versions, torch, device, dtype, threads, weights).
+A fixture is trusted only when its bytes hash to what the manifest says.
+
+File names carry a hash of their content, so a regen never overwrites a file the manifest points
+at: it writes new files beside the old ones, and the one atomic replace of `manifest.json` is the
+moment the fixtures change. A regen killed before that leaves the previous fixtures intact and
+verifiable; the files it left behind are listed by `parity fixtures check` and removed by the
+next regen.
 """
 
 from __future__ import annotations
@@ -59,21 +65,28 @@ class FixtureStore:
     def key(case_id: str, reference: str) -> str:
         return f"{case_id}/{reference}"
 
-    def _paths(self, case_id: str, reference: str) -> tuple[Path, Path]:
-        folder = self.golden / case_id
-        return folder / f"{reference}.safetensors", folder / f"{reference}.json"
+    def _paths(self, case_id: str, entry: dict[str, Any]) -> list[Path]:
+        return [self.golden / case_id / name for name in sorted(entry["files"], key=lambda n: n.endswith(".json"))]
 
     def entry(self, case_id: str, reference: str) -> dict[str, Any] | None:
         return self.manifest()["fixtures"].get(self.key(case_id, reference))
 
     def load(self, case: Case, reference: str) -> StageOutputs:
-        """The verified fixture, or one clear InputError saying what is wrong with it."""
-        key = self.key(case.id, reference)
-        entry = self.entry(case.id, reference)
+        """The verified fixture for `case` as it is now, or one clear InputError saying what is wrong."""
+        outputs = self._verified(case.id, reference)
+        if self.entry(case.id, reference)["case_hash"] != case.content_hash():
+            raise InputError(
+                f"fixture {self.key(case.id, reference)} was made from other case inputs: run `parity fixtures regen`"
+            )
+        return outputs
+
+    def _verified(self, case_id: str, reference: str) -> StageOutputs:
+        key = self.key(case_id, reference)
+        entry = self.entry(case_id, reference)
         if entry is None:
             raise InputError(f"missing fixture {key}: run `parity fixtures regen` and review the result")
         blobs = []
-        for path in self._paths(case.id, reference):
+        for path in self._paths(case_id, entry):
             if not path.is_file():
                 raise InputError(f"fixture {key}: file {path} is missing")
             data = path.read_bytes()
@@ -84,48 +97,53 @@ class FixtureStore:
                     f"(sha256 {sha256(data)[:12]}…, manifest says {expected[:12]}…)"
                 )
             blobs.append(data)
-        if entry["case_hash"] != case.content_hash():
-            raise InputError(f"fixture {key} was made from other case inputs: run `parity fixtures regen`")
         return decode(blobs[0], blobs[1], key)
 
-    def write(self, case: Case, reference: str, outputs: StageOutputs, provenance: dict[str, Any],
-              force: bool = False) -> FixtureWrite:
-        """Write a fixture when its bytes changed (or `force`); the manifest is updated by `commit`."""
+    def write(self, case: Case, reference: str, outputs: StageOutputs, provenance: dict[str, Any]) -> FixtureWrite:
+        """Write a fixture's files if its bytes changed; the manifest moves to them on `commit`."""
         key = self.key(case.id, reference)
         tensor_bytes, json_bytes = encode(outputs)
-        st, js = self._paths(case.id, reference)
+        stem = f"{reference}.{sha256(tensor_bytes + json_bytes)[:16]}"
+        files = {f"{stem}.safetensors": tensor_bytes, f"{stem}.json": json_bytes}
         old = self.entry(case.id, reference)
-        same = (
-            old is not None
-            and st.is_file() and js.is_file()
-            and old["files"].get(st.name) == sha256(tensor_bytes)
-            and old["files"].get(js.name) == sha256(json_bytes)
-            and sha256(st.read_bytes()) == old["files"][st.name]
-            and sha256(js.read_bytes()) == old["files"][js.name]
-        )
         previous = None
-        if old is not None and not same and st.is_file() and js.is_file():
+        if old is not None:
             try:
-                previous = decode(st.read_bytes(), js.read_bytes(), key)
+                previous = self._verified(case.id, reference)
             except InputError:
                 previous = None
-        if not same or force:
-            atomic_write_bytes(st, tensor_bytes)
-            atomic_write_bytes(js, json_bytes)
+        changed = (
+            old is None or previous is None or set(old["files"]) != set(files) or old["case_hash"] != case.content_hash()
+        )
+        if changed:
+            for name, data in files.items():
+                atomic_write_bytes(self.golden / case.id / name, data)
         self._pending[key] = {
-            "files": {st.name: sha256(tensor_bytes), js.name: sha256(json_bytes)},
+            "files": {name: sha256(data) for name, data in files.items()},
             "case_hash": case.content_hash(),
             "reference": reference,
             "provenance": provenance,
         }
-        return FixtureWrite(key, not same, previous)
+        return FixtureWrite(key, changed, previous if changed else None)
 
     def commit(self) -> None:
-        """Record every written fixture in the manifest in one atomic replace."""
+        """Point the manifest at every written fixture in one atomic replace, then tidy up."""
         manifest = self.manifest()
         manifest["fixtures"].update(self._pending)
         self._write_manifest(manifest)
         self._pending = {}
+        for path in self.unreferenced():
+            path.unlink()
+
+    def unreferenced(self) -> list[Path]:
+        """Files under golden/ that no manifest entry points at (left by an interrupted regen)."""
+        wanted = {
+            path
+            for key, entry in self.manifest()["fixtures"].items()
+            for path in self._paths(key.split("/", 1)[0], entry)
+        }
+        found = {p for p in self.golden.glob("*/*") if p.is_file()} if self.golden.is_dir() else set()
+        return sorted(found - wanted)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest["fixtures"] = dict(sorted(manifest["fixtures"].items()))
@@ -134,15 +152,19 @@ class FixtureStore:
         self._manifest = manifest
 
     def check_all(self) -> list[str]:
-        """Every problem with the stored fixtures: missing or corrupted files, in key order."""
+        """Every problem with the stored fixtures: missing, corrupted or stray files."""
         problems = []
         for key, entry in self.manifest()["fixtures"].items():
-            case_id, reference = key.split("/", 1)
-            for path in self._paths(case_id, reference):
+            for path in self._paths(key.split("/", 1)[0], entry):
                 if not path.is_file():
                     problems.append(f"{key}: {path.name} is missing")
                 elif sha256(path.read_bytes()) != entry["files"][path.name]:
                     problems.append(f"{key}: {path.name} does not match its sha256 (corrupted or truncated)")
+        problems.extend(
+            f"{path.relative_to(self.root)}: not in the manifest (left by an interrupted regen? "
+            "`parity fixtures regen` removes it)"
+            for path in self.unreferenced()
+        )
         return problems
 
     def stale(self, wanted: set[str]) -> list[str]:
