@@ -212,8 +212,7 @@ class Runner:
         check = check_stage(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
         declared = self.expectations.declared(case.id, name, stage, self.mode)
         if not check.passed and declared is None and upstream is not None:
-            because = f": {upstream.reason}" if upstream.reason else ""
-            reason = f"follows from the {upstream.stage} divergence{because}"
+            reason = f"follows from the {upstream.stage} divergence"
             return StageResult(case.id, name, stage, upstream.status, check.summary, reason, check.detail)
         outcomes = {(True, False): MATCH, (True, True): STALE, (False, True): DECLARED, (False, False): UNEXPECTED}
         status = outcomes[(check.passed, declared is not None)]
