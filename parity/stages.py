@@ -44,3 +44,48 @@ class Embeddings:
     def valid(self) -> torch.Tensor:
         """The masked-in rows only: what padding filtering keeps."""
         return self.hidden[self.mask]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The sampler's noise levels and the time value each step feeds the DiT.
+
+    `sigmas` is float64 (N+1,), ending with the terminal 0. `model_t` is float64 (N,): the value
+    handed to the DiT's time embedder before its x1000 scale (`1 - sigma` for Z-Image), after any
+    cast the implementation makes on the way.
+    """
+
+    sigmas: torch.Tensor
+    model_t: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Denoise:
+    """The sampling trajectory: what each step's Euler update used, and where it went.
+
+    `model_out` is (N, C, H, W): the velocity the step applied, `x_next = x + (sigma_next - sigma)
+    * model_out`, after guidance and sign conventions. `latents` is (N+1, C, H, W): the initial
+    noise, then every step's result. `blocks` maps "step.<k>.<module>" to that block's output at
+    step k when per-block capture is on.
+    """
+
+    model_out: torch.Tensor
+    latents: torch.Tensor
+    blocks: dict[str, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class DenoiseInputs:
+    """What the denoise stage consumes: its own upstream outputs, or the reference's when forced.
+
+    `noise` is the initial latent (1, C, H, W) in float32. `forced_latents`, when given, replaces
+    the input latent of every step k with `forced_latents[k]` (teacher forcing per step), so each
+    step's output shows only the error that step adds.
+    """
+
+    positive: Embeddings
+    negative: Embeddings | None
+    schedule: Schedule
+    noise: torch.Tensor
+    forced_latents: torch.Tensor | None = None
+    capture_blocks: tuple[int, ...] = ()
