@@ -13,10 +13,12 @@ from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
 from typing import ClassVar
 
+import torch
+
 from parity.cases import Case
 from parity.context import Context
 from parity.errors import InputError
-from parity.stages import TEXT_STAGES, Embeddings, Template, Tokens
+from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
 
 ENTRY_POINT_GROUP = "zimage_parity.adapters"
 
@@ -33,7 +35,6 @@ class Adapter(ABC):
     reference_priority: ClassVar[int | None] = None
     # Variants (an old tokenizer, say) run only when asked for by name.
     in_default_run: ClassVar[bool] = True
-    stages: ClassVar[tuple[str, ...]] = TEXT_STAGES
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -54,6 +55,16 @@ class Adapter(ABC):
 
     @abstractmethod
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings: ...
+
+    def schedule(self, case: Case) -> Schedule:
+        raise Unsupported(f"{self.name} has no sampler")
+
+    def noise(self, case: Case) -> torch.Tensor:
+        """The initial latent this implementation draws for the case's seed, its own way."""
+        raise Unsupported(f"{self.name} draws no noise")
+
+    def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
+        raise Unsupported(f"{self.name} has no sampler")
 
     def versions(self) -> dict[str, str]:
         """Library versions that determine this adapter's numbers (recorded in fixtures)."""

@@ -10,14 +10,16 @@ import fnmatch
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError
+from parity.stages import STAGES
 
 ENCODERS = ("full", "simple", "turns")
 DTYPES = ("fp32", "bf16")
+NOISE = ("shared", "own")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,14 @@ class Case:
     seed: int = 0
     cfg: float = 1.0
     dtype: str = "fp32"
+    # "shared": every adapter starts from diffusers' draw for the seed; "own": each draws its own way.
+    noise: str = "shared"
+    # Extra diffusers guidance options (ignored by implementations that have none).
+    cfg_normalization: float = 0.0
+    cfg_truncation: float = 1.0
     description: str = ""
+    # The stages this case exercises (default: all); text-only cases skip the costly sampler.
+    stages: tuple[str, ...] = STAGES
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -78,6 +87,12 @@ class Case:
             and self.encoder == "full"
         )
 
+    def negative(self) -> Case:
+        """The negative prompt as a case of its own, encoded the same way as the positive."""
+        return replace(self, id=f"{self.id}#negative", prompt=self.negative_prompt, messages=None,
+                       system_prompt=None, thinking=None, assistant=None, template=None,
+                       raw_prompt=False, trigger_words=None)
+
     def content_hash(self) -> str:
         """sha256 of the case's inputs: fixtures record it so a changed case reads as stale."""
         data = asdict(self)
@@ -94,7 +109,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "trigger_words": (str,), "strip_key_quotes": (bool,), "negative_prompt": (str,),
     "height": (int,), "width": (int,), "steps": (int,), "shift": (int, float),
     "denoise": (int, float), "seed": (int,), "cfg": (int, float), "dtype": (str,),
-    "description": (str,),
+    "description": (str,), "stages": (list,),
 }
 
 
@@ -132,12 +147,21 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
     values = dict(raw)
     if "messages" in values:
         values["messages"] = tuple(_message(m, where) for m in values["messages"])
-    for key in ("shift", "denoise", "cfg"):
+    if "stages" in values:
+        unknown_stages = [st for st in values["stages"] if st not in STAGES]
+        if unknown_stages or not values["stages"]:
+            raise InputError(f"{where}: 'stages' must list stages from {', '.join(STAGES)}")
+        values["stages"] = tuple(st for st in STAGES if st in values["stages"])
+    for key in ("shift", "denoise", "cfg", "cfg_normalization", "cfg_truncation"):
         if key in values:
             values[key] = float(values[key])
     case = Case(**values, source=source)
     if case.encoder not in ENCODERS:
         raise InputError(f"{where}: encoder must be one of {', '.join(ENCODERS)}, not {case.encoder!r}")
+    if case.noise not in NOISE:
+        raise InputError(f"{where}: noise must be one of {', '.join(NOISE)}, not {case.noise!r}")
+    if case.cfg < 1:
+        raise InputError(f"{where}: cfg must be at least 1 (1.0 = guidance off)")
     if case.dtype not in DTYPES:
         raise InputError(f"{where}: dtype must be one of {', '.join(DTYPES)}, not {case.dtype!r}")
     if case.height <= 0 or case.width <= 0:

@@ -5,6 +5,10 @@
   unpadded implementation hand the DiT the same rows when the padding is filtered out.
 - embeddings: the masked-in rows, numerically (dtype-aware tolerance); and the number of rows
   handed to the DiT, since handing padding on changes what the DiT attends to.
+- schedule: sigmas and the DiT's time input, in float64.
+- denoise: step by step. The first step whose velocity or result leaves the tolerance is the
+  first divergent step; a different starting latent is reported as a noise finding of its own;
+  with per-block capture, the first divergent block at that step is named.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any
 
 from parity.compare import compare_ids, compare_numeric, compare_text
 from parity.context import Context
-from parity.stages import Embeddings, Template, Tokens
+import torch
+
+from parity.stages import Denoise, Embeddings, Schedule, Template, Tokens
 from parity.tolerances import tolerance_for
 
 
@@ -60,6 +66,92 @@ def check_embeddings(obtained: Embeddings, expected: Embeddings, dtype: str) -> 
     return StageCheck(passed, summary, diff.to_json() | handed | {"tolerance_evidence": tolerance.to_json()})
 
 
+def check_schedule(obtained: Schedule, expected: Schedule) -> StageCheck:
+    tolerance = tolerance_for("schedule", "fp32")
+    sigmas = compare_numeric(obtained.sigmas, expected.sigmas, tolerance.tolerance)
+    model_t = compare_numeric(obtained.model_t, expected.model_t, tolerance.tolerance)
+    parts = [f"sigmas: {sigmas.summary()}"]
+    if not model_t.passed or sigmas.passed:
+        parts.append(f"model_t: {model_t.summary()}")
+    detail = {
+        "sigmas": sigmas.to_json(),
+        "model_t": model_t.to_json(),
+        "obtained_sigmas": obtained.sigmas.tolist(),
+        "expected_sigmas": expected.sigmas.tolist(),
+        "obtained_model_t": obtained.model_t.tolist(),
+        "expected_model_t": expected.model_t.tolist(),
+    }
+    return StageCheck(sigmas.passed and model_t.passed, "; ".join(parts), detail)
+
+
+def _per_step(obtained: torch.Tensor, expected: torch.Tensor) -> list[float | None]:
+    steps = min(obtained.shape[0], expected.shape[0])
+    out = []
+    for k in range(steps):
+        diff = (obtained[k].double() - expected[k].double()).abs()
+        out.append(diff.max().item() if bool(torch.isfinite(diff).all()) else None)
+    return out
+
+
+def _first_nonfinite_step(values: torch.Tensor) -> int | None:
+    bad = [k for k in range(values.shape[0]) if not bool(torch.isfinite(values[k]).all())]
+    return bad[0] if bad else None
+
+
+def check_denoise(obtained: Denoise, expected: Denoise, dtype: str) -> StageCheck:
+    tol = tolerance_for("denoise", dtype)
+    if obtained.latents.shape[1:] != expected.latents.shape[1:]:
+        summary = f"latent shape {tuple(obtained.latents.shape[1:])} vs reference {tuple(expected.latents.shape[1:])}"
+        return StageCheck(False, summary, {"shape_mismatch": True})
+    nonfinite = _first_nonfinite_step(obtained.model_out)
+    noise = compare_numeric(obtained.latents[0], expected.latents[0], tol.tolerance)
+    steps = min(obtained.model_out.shape[0], expected.model_out.shape[0])
+    per_step = [
+        compare_numeric(obtained.model_out[k], expected.model_out[k], tol.tolerance) for k in range(steps)
+    ]
+    results = [
+        compare_numeric(obtained.latents[k + 1], expected.latents[k + 1], tol.tolerance) for k in range(steps)
+    ]
+    first = next((k for k in range(steps) if not (per_step[k].passed and results[k].passed)), None)
+    final = compare_numeric(obtained.latents[-1], expected.latents[-1], tol.tolerance)
+    detail: dict[str, Any] = {
+        "steps": steps,
+        "first_divergent_step": first,
+        "first_nonfinite_step": nonfinite,
+        "noise_matches": noise.passed,
+        "model_out_max_abs": _per_step(obtained.model_out, expected.model_out),
+        "latents_max_abs": _per_step(obtained.latents, expected.latents),
+        "final_latent": final.to_json(),
+        "tolerance_evidence": tol.to_json(),
+    }
+    if obtained.blocks and expected.blocks:
+        detail["blocks"] = {
+            name: compare_numeric(obtained.blocks[name], expected.blocks[name], tol.tolerance).to_json()
+            for name in expected.blocks
+            if name in obtained.blocks
+        }
+        detail["first_divergent_block"] = next(
+            (name for name, d in detail["blocks"].items() if not d["passed"]), None
+        )
+    passed = first is None and noise.passed and obtained.model_out.shape[0] == expected.model_out.shape[0]
+    if nonfinite is not None:
+        summary = f"non-finite model output at step {nonfinite}"
+    elif not noise.passed:
+        summary = f"initial noise differs ({noise.summary()}); final latent: {final.summary()}"
+    elif first is not None:
+        summary = (
+            f"diverges from step {first}: velocity {per_step[first].summary()}; final latent max abs "
+            f"{final.max_abs:.3e}, cos {final.cosine:.6f}"
+        )
+    elif obtained.model_out.shape[0] != expected.model_out.shape[0]:
+        summary = f"{obtained.model_out.shape[0]} steps vs the reference's {expected.model_out.shape[0]}"
+    else:
+        summary = f"all {steps} steps within atol={tol.tolerance.atol:g} rtol={tol.tolerance.rtol:g}; " + final.summary()
+    if "first_divergent_block" in detail and detail["first_divergent_block"]:
+        summary += f"; first divergent block: {detail['first_divergent_block']}"
+    return StageCheck(passed, summary, detail)
+
+
 def check_stage(stage: str, obtained: Any, expected: Any, context: Context, dtype: str) -> StageCheck:
     if expected is None:
         return StageCheck(False, f"the golden fixture has no {stage} output", {})
@@ -67,4 +159,8 @@ def check_stage(stage: str, obtained: Any, expected: Any, context: Context, dtyp
         return check_template(obtained, expected)
     if stage == "tokens":
         return check_tokens(obtained, expected, context)
-    return check_embeddings(obtained, expected, dtype)
+    if stage == "embeddings":
+        return check_embeddings(obtained, expected, dtype)
+    if stage == "schedule":
+        return check_schedule(obtained, expected)
+    return check_denoise(obtained, expected, dtype)

@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--json", action="store_true")
     _common(render)
 
+    schedule = sub.add_parser("schedule", help="one adapter's sigmas and DiT time input")
+    schedule.add_argument("--adapter", required=True)
+    schedule.add_argument("--steps", type=int, required=True)
+    schedule.add_argument("--shift", type=float, default=3.0)
+    schedule.add_argument("--denoise", type=float, default=1.0, help="denoising strength in (0, 1]")
+    schedule.add_argument("--json", action="store_true", help="print {'sigmas': [...], 'model_t': [...]}")
+    _common(schedule)
+
     fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
     fixtures.add_argument("action", choices=("check", "regen", "stale"))
     fixtures.add_argument("--all", action="store_true", help="regen: accept every change without failing (default: exit 1 when anything moved)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from parity.adapter import Unsupported, registered_adapters
-from parity.cases import load_case_file, load_cases
+from parity.cases import load_case_file, load_cases, parse_case
 from parity.changelog import write_changelog
 from parity.environment import environment
 from parity.errors import InputError
@@ -17,7 +17,7 @@ from parity.fixtures import FixtureStore
 from parity.models.text_encoder import weights_sha256
 from parity.outputs import atomic_write_bytes
 from parity.runner import Runner, merge, produce
-from parity.stages import TEXT_STAGES
+from parity.stages import STAGES
 from parity.suite import Options, groups
 from parity.tolerances import tolerance_for
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     cases = load_cases(args.fixtures / "cases", args.cases)
     expectations = load_expectations(args.fixtures / "expectations.toml")
     store = FixtureStore(args.fixtures)
-    stages = tuple(args.stages) if args.stages else TEXT_STAGES
+    stages = tuple(args.stages) if args.stages else STAGES
     runs = []
     for group in groups(cases, args.adapters, _options(args)):
         runner = Runner(
@@ -123,6 +123,23 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule(args: argparse.Namespace) -> int:
+    raw = {"id": "schedule", "prompt": "", "steps": args.steps, "shift": args.shift, "denoise": args.denoise}
+    case = parse_case(raw, Path("command line"))
+    adapter = groups([case], [args.adapter], _options(args))[0].adapters[args.adapter]
+    try:
+        result = adapter.schedule(case)
+    except Unsupported as e:
+        raise InputError(f"adapter {args.adapter!r}: {e}") from None
+    out = {"sigmas": result.sigmas.tolist(), "model_t": result.model_t.tolist()}
+    if args.json:
+        print_json(out)
+    else:
+        for k, (sigma, t) in enumerate(zip(out["sigmas"], out["model_t"] + [None], strict=True)):
+            print(f"{k}\tsigma={sigma:.6f}" + (f"\tmodel_t={t:.6f}" if t is not None else ""))
+    return 0
+
+
 def fixtures(args: argparse.Namespace) -> int:
     store = FixtureStore(args.fixtures)
     cases = load_cases(args.fixtures / "cases", args.cases)
@@ -172,7 +189,10 @@ def _regen(store: FixtureStore, cases, args: argparse.Namespace) -> int:
             "environment": environment(group.context),
             "text_encoder_sha256": weights_sha256(group.context.text_encoder),
             "tokenizer": _tokenizer_provenance(group.context),
-            "tolerance": {"embeddings": tolerance_for("embeddings", group.context.dtype).to_json()},
+            "tolerance": {
+                stage: tolerance_for(stage, "fp32" if stage == "schedule" else group.context.dtype).to_json()
+                for stage in ("embeddings", "schedule", "denoise")
+            },
         }
         for case in group.cases:
             for name, ref in group.references.items():

@@ -35,6 +35,21 @@ class Context:
 
         return load_text_encoder(self.checkpoint, device=self.device, dtype=DTYPES[self.dtype])
 
+    @cached_property
+    def dit_config(self) -> dict:
+        """The DiT's config in the diffusers `ZImageTransformer2DModel` format."""
+        from parity.models.dit import load_dit_config
+
+        return load_dit_config(self.checkpoint)
+
+    @cached_property
+    def dit_state_dict(self) -> dict[str, torch.Tensor]:
+        """One copy of the DiT weights (diffusers key layout, run dtype) that every adapter shares."""
+        from parity.models.dit import load_dit_state_dict
+
+        state = load_dit_state_dict(self.checkpoint)
+        return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
+
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]

@@ -1,7 +1,9 @@
 """One adapter's stage outputs for one case, and their on-disk form (dumps and fixtures alike).
 
-`<name>.safetensors` holds the tensors under the DESIGN.md keys (`tokens.input_ids`, ...);
-`<name>.json` holds the strings and metadata (`template.text`, versions, options). Writes are
+`<name>.safetensors` holds the tensors under the DESIGN.md keys (`tokens.input_ids`,
+`embeddings.hidden`, `schedule.sigmas`, `denoise.model_out`, ...; the negative prompt's embeddings
+under `negative.*`, per-block activations under `denoise.blocks.*`); `<name>.json` holds the
+strings and metadata (`template.text`, versions, options). Writes are
 atomic: a reader sees the old pair or the new pair, never half of one.
 """
 
@@ -19,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from parity.errors import InputError
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages import Denoise, Embeddings, Schedule, Template, Tokens
 
 
 @dataclass
@@ -27,9 +29,12 @@ class StageOutputs:
     template: Template | None = None
     tokens: Tokens | None = None
     embeddings: Embeddings | None = None
+    negative: Embeddings | None = None
+    schedule: Schedule | None = None
+    denoise: Denoise | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def get(self, stage: str) -> Template | Tokens | Embeddings | None:
+    def get(self, stage: str) -> Template | Tokens | Embeddings | Schedule | Denoise | None:
         return getattr(self, stage)
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -37,9 +42,19 @@ class StageOutputs:
         if self.tokens is not None:
             out["tokens.input_ids"] = torch.tensor(self.tokens.input_ids, dtype=torch.int64)
             out["tokens.attention_mask"] = torch.tensor(self.tokens.attention_mask, dtype=torch.int64)
-        if self.embeddings is not None:
-            out["embeddings.hidden"] = self.embeddings.hidden.contiguous()
-            out["embeddings.mask"] = self.embeddings.mask.to(torch.bool).contiguous()
+        for name in ("embeddings", "negative"):
+            rows = getattr(self, name)
+            if rows is not None:
+                out[f"{name}.hidden"] = rows.hidden.contiguous()
+                out[f"{name}.mask"] = rows.mask.to(torch.bool).contiguous()
+        if self.schedule is not None:
+            out["schedule.sigmas"] = self.schedule.sigmas.to(torch.float64).contiguous()
+            out["schedule.model_t"] = self.schedule.model_t.to(torch.float64).contiguous()
+        if self.denoise is not None:
+            out["denoise.model_out"] = self.denoise.model_out.contiguous()
+            out["denoise.latents"] = self.denoise.latents.contiguous()
+            for block, value in (self.denoise.blocks or {}).items():
+                out[f"denoise.blocks.{block}"] = value.contiguous()
         return out
 
     def strings(self) -> dict[str, Any]:
@@ -67,7 +82,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def encode(outputs: StageOutputs) -> tuple[bytes, bytes]:
     """The (safetensors, json) bytes of `outputs`."""
-    tensors = save(outputs.tensors()) if outputs.tensors() else save({})
+    tensors = save(outputs.tensors())
     strings = json.dumps(outputs.strings(), indent=1, sort_keys=True, ensure_ascii=False).encode()
     return tensors, strings + b"\n"
 
@@ -96,6 +111,14 @@ def decode(tensor_bytes: bytes, json_bytes: bytes, where: str) -> StageOutputs:
         out.tokens = Tokens(tensors["tokens.input_ids"].tolist(), tensors["tokens.attention_mask"].tolist())
     if "embeddings.hidden" in tensors:
         out.embeddings = Embeddings(tensors["embeddings.hidden"], tensors["embeddings.mask"].to(torch.bool))
+    if "negative.hidden" in tensors:
+        out.negative = Embeddings(tensors["negative.hidden"], tensors["negative.mask"].to(torch.bool))
+    if "schedule.sigmas" in tensors:
+        out.schedule = Schedule(tensors["schedule.sigmas"], tensors["schedule.model_t"])
+    if "denoise.model_out" in tensors:
+        prefix = "denoise.blocks."
+        blocks = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        out.denoise = Denoise(tensors["denoise.model_out"], tensors["denoise.latents"], blocks or None)
     return out
 
 

@@ -28,7 +28,8 @@ from parity.errors import InputError
 from parity.expectations import Expectations
 from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
-from parity.stages import STAGES, TEXT_STAGES
+from parity.execute import UPSTREAM, execute
+from parity.stages import STAGES
 
 MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
     "match", "declared", "unexpected", "unsupported", "declared-but-matches"
@@ -110,12 +111,9 @@ def pick_reference(case: Case, references: dict[str, Adapter], override: str | N
 
 
 def produce(adapter: Adapter, case: Case) -> StageOutputs:
-    """Every text stage of `adapter` on `case`, free-running (what a golden fixture stores)."""
-    out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions()})
-    out.template = adapter.template(case)
-    out.tokens = adapter.tokens(case, out.template)
-    out.embeddings = adapter.embeddings(case, out.tokens)
-    return out
+    """Every stage `adapter` can run on `case`, free-running: what a golden fixture stores."""
+    outputs, _ = execute(adapter, case, case.stages[-1])
+    return outputs
 
 
 class Runner:
@@ -126,7 +124,7 @@ class Runner:
         references: dict[str, Adapter],
         store: FixtureStore,
         expectations: Expectations,
-        stages: tuple[str, ...] = TEXT_STAGES,
+        stages: tuple[str, ...] = STAGES,
         mode: str = "free",
         reference: str | None = None,
         dump: Path | None = None,
@@ -135,9 +133,6 @@ class Runner:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise InputError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
-        not_yet = [s for s in stages if s not in TEXT_STAGES]
-        if not_yet:
-            raise InputError(f"stage {not_yet[0]!r} is not implemented yet (available: {', '.join(TEXT_STAGES)})")
         if mode not in ("free", "forced"):
             raise InputError(f"mode must be 'free' or 'forced', not {mode!r}")
         if reference is not None and reference not in references:
@@ -174,36 +169,36 @@ class Runner:
         try:
             adapter.check_supported(case)
         except Unsupported as e:
-            return [StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self.stages]
+            return [
+                StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e))
+                for s in self.stages
+                if s in case.stages
+            ]
         feed = golden if self.mode == "forced" else None
-        obtained = StageOutputs(meta={"adapter": name, "versions": adapter.versions(), "case": case.id})
-        results = []
-        unsupported_from: str | None = None
-        upstream: StageResult | None = None
-        for stage in TEXT_STAGES[: max(TEXT_STAGES.index(s) for s in self.stages) + 1]:
-            source = feed or obtained
-            try:
-                if unsupported_from is not None:
-                    raise Unsupported(unsupported_from)
-                if stage == "template":
-                    obtained.template = adapter.template(case)
-                elif stage == "tokens":
-                    obtained.tokens = adapter.tokens(case, source.template)
-                else:
-                    obtained.embeddings = adapter.embeddings(case, source.tokens)
-            except Unsupported as e:
-                unsupported_from = unsupported_from or f"{stage}: {e}"
-                if stage in self.stages:
-                    results.append(StageResult(case.id, name, stage, UNSUPPORTED, "not supported", str(e)))
+        wanted = [s for s in self.stages if s in case.stages]
+        if not wanted:
+            return []
+        last = max(wanted, key=STAGES.index)
+        obtained, skipped = execute(adapter, case, last, feed)
+        judged: dict[str, StageResult] = {}
+        for stage in STAGES[: STAGES.index(last) + 1]:
+            if stage in skipped:
+                judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "not supported", skipped[stage])
                 continue
-            result = self._judge(case, name, stage, obtained, golden, upstream)
-            if stage in self.stages:
-                results.append(result)
-            if self.mode == "free" and upstream is None and result.status in (DECLARED, UNEXPECTED):
-                upstream = result
+            if golden.get(stage) is None:
+                reason = f"the reference ({golden.meta.get('adapter', '?')}) has no {stage} output for this case"
+                judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "no reference", reason)
+                continue
+            upstream = None
+            if self.mode == "free":
+                upstream = next(
+                    (judged[u] for u in UPSTREAM[stage] if u in judged and judged[u].status in (DECLARED, UNEXPECTED)),
+                    None,
+                )
+            judged[stage] = self._judge(case, name, stage, obtained, golden, upstream)
         if self.dump is not None:
             write_outputs(self.dump / case.id, name, obtained)
-        return results
+        return [judged[s] for s in STAGES if s in wanted]
 
     def _judge(
         self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,

@@ -1,12 +1,17 @@
-"""The installed diffusers package, driven as-is: `ZImagePipeline.encode_prompt`.
+"""The installed diffusers package, driven as-is: `ZImagePipeline` with the installed transformer.
 
-Nothing here re-implements diffusers. One real `encode_prompt` call renders the template,
-tokenizes and encodes; the harness only observes it:
-- the template: diffusers overwrites the caller's prompt list in place with the rendered string;
-- the tokens: a forward hook on the text encoder records the ids and mask diffusers passes in;
-- the embeddings: the list of masked-in rows `encode_prompt` returns.
-Because the three stages happen in one call, this adapter cannot be teacher-forced with another
-implementation's template or tokens; it says so instead of pretending.
+Nothing here re-implements diffusers; the harness calls the real pipeline and observes it:
+- template: `encode_prompt` overwrites the caller's prompt list in place with the rendered string;
+- tokens: a forward hook on the text encoder records the ids and mask diffusers passes in;
+- embeddings: the list of masked-in rows `encode_prompt` returns;
+- schedule: the installed scheduler, set up the way the installed pipeline sets it up;
+- denoise: one real `pipeline(...)` call with `output_type="latent"`. The velocity each step
+  applies is what the pipeline hands `scheduler.step` (recorded by wrapping that bound method on
+  our own scheduler instance); each step's result is read in `callback_on_step_end`, which is
+  also how teacher forcing feeds the reference's latent back in, through the pipeline's own hook.
+Because template, tokens and embeddings happen in one call, this adapter cannot be fed another
+implementation's template or tokens, and the pipeline always computes its own schedule; it says so
+instead of pretending.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import Any, ClassVar
 import diffusers
 import torch
 import transformers
-from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 
+from implementations.diffusers_live.schedule import diffusers_schedule
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class DiffusersAdapter(Adapter):
         super().__init__(context)
         self._observed: dict[str, _Observed] = {}
         self._pipe: ZImagePipeline | None = None
+        self._transformer: ZImageTransformer2DModel | None = None
 
     def check_supported(self, case: Case) -> None:
         if not case.is_plain_prompt:
@@ -99,6 +106,67 @@ class DiffusersAdapter(Adapter):
         if tokens != observed.tokens:
             raise Unsupported("encode_prompt tokenizes its own template; it cannot encode other tokens")
         return observed.embeddings
+
+    def schedule(self, case: Case) -> Schedule:
+        return diffusers_schedule(case.steps, case.shift)
+
+    def transformer(self) -> ZImageTransformer2DModel:
+        """The installed transformer class holding the shared weights (assigned, not copied)."""
+        if self._transformer is None:
+            config = {k: v for k, v in self.context.dit_config.items() if not k.startswith("_")}
+            with torch.device("meta"):
+                model = ZImageTransformer2DModel(**config)
+            model.load_state_dict(self.context.dit_state_dict, assign=True)
+            self._transformer = model.eval()
+        return self._transformer
+
+    def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
+        own = self.schedule(case)
+        if not torch.equal(inputs.schedule.sigmas.double(), own.sigmas):
+            raise Unsupported("the pipeline computes its own schedule; it cannot take another one")
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=case.shift)
+        pipe = ZImagePipeline(
+            scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None, transformer=self.transformer()
+        )
+        pipe.set_progress_bar_config(disable=True)
+        velocities: list[torch.Tensor] = []
+        results: list[torch.Tensor] = []
+        real_step = scheduler.step
+
+        def recording_step(model_output: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            velocities.append(model_output.detach().float().clone())
+            return real_step(model_output, *args, **kwargs)
+
+        scheduler.step = recording_step
+        forced = inputs.forced_latents
+
+        def on_step_end(pipeline: ZImagePipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
+            results.append(kwargs["latents"].detach().float().clone())
+            if forced is not None and i + 1 < case.steps:
+                return {"latents": forced[i + 1].unsqueeze(0).float()}
+            return {}
+
+        start = forced[0].unsqueeze(0) if forced is not None else inputs.noise
+        guided = case.cfg > 1 and inputs.negative is not None
+        try:
+            with torch.inference_mode():
+                pipe(
+                    prompt_embeds=[inputs.positive.hidden],
+                    negative_prompt_embeds=[inputs.negative.hidden] if guided else None,
+                    guidance_scale=case.cfg - 1,  # diffusers' g = the classic scale s - 1
+                    cfg_normalization=case.cfg_normalization,
+                    cfg_truncation=case.cfg_truncation,
+                    num_inference_steps=case.steps,
+                    height=case.height,
+                    width=case.width,
+                    latents=start.float(),
+                    output_type="latent",
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                )
+        except ValueError as e:
+            raise Unsupported(f"diffusers refuses the case: {e}") from None
+        return Denoise(model_out=torch.cat(velocities), latents=torch.cat([start.float(), *results]))
 
     def versions(self) -> dict[str, str]:
         return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}

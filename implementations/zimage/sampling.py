@@ -1,0 +1,65 @@
+"""The Euler flow-matching loop every Z-Image implementation runs; what differs is passed in.
+
+All three samplers integrate the same ODE, `x_next = x + (sigma_next - sigma) * v`, from the
+same sigmas. They differ in how v is produced (the DiT's output negated, guidance formula, which
+passes run) and in arithmetic: the dtype the latent is kept in and how the step is written. Each
+adapter supplies those as a `predict` function and a `step` function; the loop, per-step capture
+and teacher forcing live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from parity.stages import Denoise
+
+# predict(x, k) -> the velocity step k applies; step(x, v, k) -> the next latent.
+Predict = Callable[[torch.Tensor, int], torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def euler_loop(
+    predict: Predict,
+    step: Step,
+    steps: int,
+    noise: torch.Tensor,
+    latent_dtype: torch.dtype = torch.float32,
+    forced_latents: torch.Tensor | None = None,
+) -> Denoise:
+    """Run `steps` Euler steps from `noise`; with `forced_latents`, step k starts from its row k.
+
+    Recorded per step, in float32: the velocity the step applied and the latent it produced.
+    """
+    x = noise.to(latent_dtype)
+    latents, velocities = [x], []
+    for k in range(steps):
+        if forced_latents is not None:
+            x = forced_latents[k].unsqueeze(0).to(latent_dtype)
+        v = predict(x, k)
+        x = step(x, v, k)
+        velocities.append(v)
+        latents.append(x)
+    return Denoise(
+        model_out=torch.cat(velocities).float(),
+        latents=torch.cat(latents).float(),
+    )
+
+
+def diffusers_guidance(
+    pos: torch.Tensor, neg: torch.Tensor, scale: float, normalization: float = 0.0
+) -> torch.Tensor:
+    """diffusers' `pos + g (pos - neg)` (g = 0 is off), with its optional norm cap."""
+    pred = pos + scale * (pos - neg)
+    if normalization > 0:
+        cap = torch.linalg.vector_norm(pos) * normalization
+        norm = torch.linalg.vector_norm(pred)
+        if norm > cap:
+            pred = pred * (cap / norm)
+    return pred
+
+
+def classic_guidance(pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
+    """DiffSynth's and ComfyUI's `neg + s (pos - neg)` (s = 1 is off)."""
+    return neg + scale * (pos - neg)

@@ -1,0 +1,78 @@
+"""Running one adapter through the stages, in pipeline order, on its own or the reference's inputs.
+
+The runner (comparing) and the fixture regen (recording a reference) both go through here, so a
+fixture is made by exactly the calls a comparison makes.
+"""
+
+from __future__ import annotations
+
+from parity.adapter import Adapter, Unsupported
+from parity.cases import Case
+from parity.noise import shared_noise
+from parity.outputs import StageOutputs
+from parity.stages import STAGES, DenoiseInputs
+
+# What each stage consumes, transitively: a divergence there flows into it.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "template": (),
+    "tokens": ("template",),
+    "embeddings": ("template", "tokens"),
+    "schedule": (),
+    "denoise": ("template", "tokens", "embeddings", "schedule"),
+}
+_DIRECT = {"tokens": "template", "embeddings": "tokens"}
+
+
+def _encode(adapter: Adapter, case: Case):
+    template = adapter.template(case)
+    return adapter.embeddings(case, adapter.tokens(case, template))
+
+
+def execute(
+    adapter: Adapter,
+    case: Case,
+    upto: str,
+    feed: StageOutputs | None = None,
+    capture_blocks: tuple[int, ...] = (),
+) -> tuple[StageOutputs, dict[str, str]]:
+    """Run every stage up to `upto`; return the outputs and, per stage it could not run, why.
+
+    With `feed` (teacher forcing), each stage consumes `feed`'s upstream outputs, and the denoise
+    stage starts every step from `feed`'s latent for that step.
+    """
+    out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions(), "case": case.id})
+    source = feed or out
+    skipped: dict[str, str] = {}
+    for stage in STAGES[: STAGES.index(upto) + 1]:
+        if stage not in case.stages and not any(stage in UPSTREAM[s] for s in case.stages):
+            continue
+        missing = [s for s in UPSTREAM[stage] if source.get(s) is None and (feed is not None or s in skipped)]
+        if missing:
+            who = "the reference" if feed is not None else adapter.name
+            skipped[stage] = f"needs the {missing[0]} stage, which {who} could not produce"
+            continue
+        try:
+            if stage == "template":
+                out.template = adapter.template(case)
+            elif stage in _DIRECT:
+                upstream = source.get(_DIRECT[stage])
+                if stage == "tokens":
+                    out.tokens = adapter.tokens(case, upstream)
+                else:
+                    out.embeddings = adapter.embeddings(case, upstream)
+                    if case.cfg > 1 and feed is None:
+                        out.negative = _encode(adapter, case.negative())
+            elif stage == "schedule":
+                out.schedule = adapter.schedule(case)
+            else:
+                noise = (
+                    shared_noise(case.seed, case.height, case.width) if case.noise == "shared" else adapter.noise(case)
+                )
+                forced = feed.denoise.latents if feed is not None and feed.denoise is not None else None
+                inputs = DenoiseInputs(
+                    source.embeddings, source.negative, source.schedule, noise, forced, capture_blocks
+                )
+                out.denoise = adapter.denoise(case, inputs)
+        except Unsupported as e:
+            skipped[stage] = str(e)
+    return out, skipped
