@@ -1,0 +1,176 @@
+"""The DiT's weights: a tiny Z-Image DiT built from code by default, or a checkpoint's `transformer/`.
+
+The tiny model keeps Z-Image's structure and every constant that changes numbers (patch 2, 16
+latent channels, RoPE theta 256 with three axes, t_scale 1000, 32-token padding, qk norm, two
+refiner layers of each kind) and shrinks the widths: dim 64 with two heads of 32 = 8 + 12 + 12, and
+cap_feat_dim 80, the tiny text encoder's hidden size, so its embeddings feed the DiT directly.
+
+Weights are chosen so nothing in the forward is degenerate: activations stay O(1), attention logits
+are O(1) (neither uniform nor one-hot), the adaLN gates tanh(g) average about 0.45 with none above
+0.75, so a skipped block or a wrong cast moves the output by a visible fraction; and the learned
+pad tokens are set (diffusers used to create them uninitialised).
+
+The state dict is in diffusers' key layout (what `ZImageTransformer2DModel.state_dict()` has).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import ZImageTransformer2DModel
+from safetensors import SafetensorError, safe_open
+
+from parity.errors import InputError
+from parity.models.deterministic import state_dict_sha256, uniform
+
+TINY_SEED = 20251127
+TINY_CONFIG: dict[str, Any] = dict(
+    all_patch_size=[2],
+    all_f_patch_size=[1],
+    in_channels=16,
+    dim=64,
+    n_layers=2,
+    n_refiner_layers=2,
+    n_heads=2,
+    n_kv_heads=2,
+    norm_eps=1e-5,
+    qk_norm=True,
+    cap_feat_dim=80,
+    rope_theta=256.0,
+    t_scale=1000.0,
+    axes_dims=[8, 12, 12],
+    axes_lens=[1024, 512, 512],
+)
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+INDEX_FILE = WEIGHTS_FILE + ".index.json"
+
+
+def tiny_dit_config() -> dict[str, Any]:
+    """The tiny DiT's config in the diffusers `ZImageTransformer2DModel` format (a fresh copy)."""
+    return json.loads(json.dumps(TINY_CONFIG))
+
+
+def expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every key of the diffusers state dict for `config`, with its shape (nothing allocated)."""
+    init = {k: v for k, v in config.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        model = ZImageTransformer2DModel(**init)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _bound(fan_in: int) -> float:
+    # Uniform(-b, b) with b = sqrt(3 / fan_in) has variance 1 / fan_in: unit-variance outputs for
+    # unit-variance inputs, so activations neither grow nor vanish through the stack.
+    return math.sqrt(3.0 / fan_in)
+
+
+def _tiny_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    if name.endswith("norm1.weight") or name.endswith("norm2.weight") or ".norm_" in name:
+        # Norm gains near 1, but not exactly 1, so a skipped or misplaced norm shows.
+        return uniform(name, shape, seed, 0.75, 1.25)
+    if name == "cap_embedder.0.weight":
+        return uniform(name, shape, seed, 0.75, 1.25)
+    if name.endswith("pad_token"):
+        return uniform(name, shape, seed, -1.0, 1.0)
+    if name.endswith("adaLN_modulation.0.bias"):
+        # Block modulation (scale_msa, gate_msa, scale_mlp, gate_mlp): centred at 0.5 so the gates
+        # tanh(0.5 +- weight term) stay clear of 0 and of saturation, and the scales near 1.5.
+        return uniform(name, shape, seed, 0.25, 0.75)
+    if name.endswith("adaLN_modulation.0.weight"):
+        return uniform(name, shape, seed, -0.3 * _bound(shape[1]), 0.3 * _bound(shape[1]))
+    if name.endswith(".bias"):
+        return uniform(name, shape, seed, -0.1, 0.1)
+    return uniform(name, shape, seed, -_bound(shape[1]), _bound(shape[1]))
+
+
+def tiny_dit_state_dict(seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
+    """Deterministic float32 weights for every key of the tiny DiT's diffusers state dict."""
+    return {name: _tiny_tensor(name, shape, seed) for name, shape in expected_shapes(TINY_CONFIG).items()}
+
+
+def _transformer_folder(checkpoint: Path) -> Path:
+    folder = checkpoint / "transformer"
+    if not folder.is_dir():
+        raise InputError(f"checkpoint {checkpoint} has no transformer/ folder")
+    return folder
+
+
+def load_dit_config(checkpoint: Path | None) -> dict[str, Any]:
+    """The DiT config (diffusers format): the tiny one, or `<checkpoint>/transformer/config.json`."""
+    if checkpoint is None:
+        return tiny_dit_config()
+    path = _transformer_folder(checkpoint) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read the DiT config {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"the DiT config {path} is not a JSON object")
+    return config
+
+
+def _weight_files(folder: Path) -> dict[str, Path]:
+    """Which file holds each tensor: one safetensors file, or shards listed in the index."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"cannot read the shard index {index}: {e}") from None
+        return {name: folder / shard for name, shard in weight_map.items()}
+    single = folder / WEIGHTS_FILE
+    if not single.is_file():
+        raise InputError(f"{folder} has neither {WEIGHTS_FILE} nor {INDEX_FILE}")
+    try:
+        with safe_open(single, framework="pt") as f:
+            return dict.fromkeys(f.keys(), single)
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"cannot read {single}: {e}") from None
+
+
+def _name_some(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
+    """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped.
+
+    A checkpoint must hold exactly the keys its config implies; missing or unexpected keys are an
+    InputError that names the first few.
+    """
+    if checkpoint is None:
+        return tiny_dit_state_dict()
+    folder = _transformer_folder(checkpoint)
+    try:
+        expected = expected_shapes(load_dit_config(checkpoint))
+    except (TypeError, ValueError, AssertionError) as e:
+        raise InputError(f"{folder / 'config.json'} is not a Z-Image DiT config: {e}") from None
+    files = _weight_files(folder)
+    missing = sorted(set(expected) - set(files))
+    if missing:
+        raise InputError(f"{folder} lacks DiT weights: {_name_some(missing)}")
+    unexpected = sorted(set(files) - set(expected))
+    if unexpected:
+        raise InputError(f"{folder} has weights the DiT config does not use: {_name_some(unexpected)}")
+    state: dict[str, torch.Tensor] = {}
+    for path in sorted(set(files.values())):
+        try:
+            with safe_open(path, framework="pt") as f:
+                state.update({name: f.get_tensor(name) for name, where in files.items() if where == path})
+        except (OSError, SafetensorError) as e:
+            raise InputError(f"cannot read {path}: {e}") from None
+    wrong = sorted(n for n, t in state.items() if tuple(t.shape) != expected[n])
+    if wrong:
+        raise InputError(f"{folder} has DiT weights of the wrong shape: {_name_some(wrong)}")
+    return state
+
+
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The fixture-provenance hash of a DiT state dict (names, dtypes, shapes, bytes)."""
+    return state_dict_sha256(dict(state))
