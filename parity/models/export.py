@@ -1,0 +1,167 @@
+"""The tiny reference model as checkpoints the real libraries load: a diffusers folder, ComfyUI files.
+
+`export_diffusers` writes the folder layout of a real Z-Image-Turbo checkpoint (model_index.json,
+scheduler/, text_encoder/, tokenizer/, transformer/, vae/), each component saved by its own
+library's `save_pretrained`, so `ZImagePipeline.from_pretrained(out_dir)` loads it offline. The
+scheduler config is the real checkpoint's three settings and nothing else, so the installed
+diffusers fills in its own defaults exactly as it does for the real file.
+
+`export_comfyui` writes the two single files a ComfyUI Z-Image workflow loads:
+- `diffusion_models/<name>.safetensors`: the DiT in ComfyUI's layout (`parity.models.convert`),
+  with the unused `norm_final.weight` real files carry (ones here; ComfyUI and diffusers skip it);
+- `text_encoders/<name>.safetensors`: the Qwen3 encoder with HF key names under `model.`
+  (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, ..., `model.norm.weight`),
+  which is what ComfyUI's `Qwen3_4B` module (`self.model = Llama2_(...)`) loads and what
+  `comfy/sd.py:detect_te_model` inspects. Stock ComfyUI picks the model class from tensor widths
+  (a DiT of dim 3840, an encoder of hidden size 2560), so it recognises these tiny files by layout
+  only: they test key handling, not a ComfyUI run.
+
+Both write into a temporary sibling folder and rename it into place, so a failure leaves nothing
+half-written; an existing non-empty `out_dir` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, ZImageTransformer2DModel
+from safetensors.torch import save_file
+
+from parity.errors import InputError
+from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_to_comfyui
+from parity.models.deterministic import uniform
+from parity.models.dit import TINY_SEED, tiny_dit_config, tiny_dit_state_dict
+from parity.models.text_encoder import build_tiny_text_encoder
+from parity.tokenizer import load_tokenizer
+
+SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
+# The Flux VAE's config with the widths cut down: four levels keep the pipeline's 8x scale factor;
+# one 4-channel resnet per level in 2 groups is as small as its GroupNorms and mid attention allow.
+TINY_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[4, 4, 4, 4],
+    layers_per_block=1,
+    act_fn="silu",
+    latent_channels=16,
+    norm_num_groups=2,
+    sample_size=1024,
+    scaling_factor=0.3611,
+    shift_factor=0.1159,
+    force_upcast=True,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    mid_block_add_attention=True,
+)
+COMFYUI_DIT_FILE = Path("diffusion_models") / "zimage_parity_tiny.safetensors"
+COMFYUI_TEXT_ENCODER_FILE = Path("text_encoders") / "zimage_parity_tiny_qwen3.safetensors"
+COMFYUI_TEXT_ENCODER_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class ComfyUIExport:
+    """Where `export_comfyui` put each file (inside its `out_dir`)."""
+
+    dit: Path
+    text_encoder: Path
+
+
+def _tiny_vae_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if len(shape) == 1:
+        # 1-D weights are GroupNorm gains; 1-D biases stay small.
+        return uniform(name, shape, TINY_SEED, 0.75, 1.25) if name.endswith("weight") else uniform(
+            name, shape, TINY_SEED, -0.1, 0.1
+        )
+    bound = math.sqrt(3.0 / math.prod(shape[1:]))
+    return uniform(name, shape, TINY_SEED, -bound, bound)
+
+
+def tiny_vae() -> AutoencoderKL:
+    """A deterministic Flux-style AutoencoderKL (16 latent channels, scale 0.3611, shift 0.1159)."""
+    with torch.device("meta"):
+        vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    state = {name: _tiny_vae_tensor(name, tuple(t.shape)) for name, t in vae.state_dict().items()}
+    vae.load_state_dict(state, assign=True)
+    return vae.eval()
+
+
+def tiny_transformer() -> ZImageTransformer2DModel:
+    """The installed diffusers transformer class holding the tiny DiT weights."""
+    with torch.device("meta"):
+        model = ZImageTransformer2DModel(**tiny_dit_config())
+    model.load_state_dict(tiny_dit_state_dict(), assign=True)
+    return model.eval()
+
+
+@contextmanager
+def _atomic_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `out_dir` that becomes `out_dir` if the block completes."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise InputError(f"{out_dir} exists and is not an empty folder; export will not overwrite it")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # mkdir (not mkdtemp, which makes it private) so the result gets the user's usual permissions.
+        staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(8)}.tmp"
+        staging.mkdir()
+    except OSError as e:
+        raise InputError(f"cannot write beside {out_dir}: {e.strerror}") from None
+    try:
+        yield staging
+        # Renaming onto an empty folder replaces it; a folder that filled up meanwhile makes this fail.
+        staging.replace(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _class_entry(obj: object) -> list[str]:
+    # model_index.json names each component's library and class, as diffusers records them.
+    return [type(obj).__module__.split(".")[0], type(obj).__name__]
+
+
+def export_diffusers(out_dir: Path) -> Path:
+    """Write the tiny model as a diffusers Z-Image checkpoint folder; returns `out_dir`."""
+    out_dir = Path(out_dir)
+    with _atomic_folder(out_dir) as staging:
+        components = {
+            "text_encoder": build_tiny_text_encoder(),
+            "tokenizer": load_tokenizer(),
+            "transformer": tiny_transformer(),
+            "vae": tiny_vae(),
+        }
+        for name, component in components.items():
+            component.save_pretrained(staging / name)
+        scheduler = staging / "scheduler"
+        scheduler.mkdir()
+        header = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": diffusers.__version__}
+        (scheduler / "scheduler_config.json").write_text(json.dumps(header | SCHEDULER_CONFIG, indent=2) + "\n")
+        index = {"_class_name": "ZImagePipeline", "_diffusers_version": diffusers.__version__}
+        index["scheduler"] = ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+        index |= {name: _class_entry(component) for name, component in components.items()}
+        (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return out_dir
+
+
+def export_comfyui(out_dir: Path) -> ComfyUIExport:
+    """Write the tiny DiT and text encoder as ComfyUI single files under `out_dir`."""
+    out_dir = Path(out_dir)
+    dit = diffusers_to_comfyui(tiny_dit_state_dict())
+    dit[COMFYUI_PREFIX + UNUSED_COMFYUI_KEY] = torch.ones(tiny_dit_config()["dim"])
+    encoder = build_tiny_text_encoder().state_dict()
+    text_encoder = {COMFYUI_TEXT_ENCODER_PREFIX + name: value for name, value in encoder.items()}
+    with _atomic_folder(out_dir) as staging:
+        for relative, state in ((COMFYUI_DIT_FILE, dit), (COMFYUI_TEXT_ENCODER_FILE, text_encoder)):
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, staging / relative)
+    return ComfyUIExport(dit=out_dir / COMFYUI_DIT_FILE, text_encoder=out_dir / COMFYUI_TEXT_ENCODER_FILE)
