@@ -109,7 +109,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "trigger_words": (str,), "strip_key_quotes": (bool,), "negative_prompt": (str,),
     "height": (int,), "width": (int,), "steps": (int,), "shift": (int, float),
     "denoise": (int, float), "seed": (int,), "cfg": (int, float), "dtype": (str,),
-    "description": (str,), "stages": (list,),
+    "description": (str,), "stages": (list,), "noise": (str,),
+    "cfg_normalization": (int, float), "cfg_truncation": (int, float),
 }
 
 

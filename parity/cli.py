@@ -6,11 +6,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from parity.errors import InputError
 
 DEFAULT_FIXTURES = Path("fixtures")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit 2 like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"parity: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _csv(value: str) -> list[str]:
@@ -25,8 +33,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parity", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="parity", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run cases x adapters x stages against the golden fixtures")
     run.add_argument("--cases", default="*", help="glob over case ids or case-file stems")
@@ -64,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
     fixtures.add_argument("action", choices=("check", "regen", "stale"))
-    fixtures.add_argument("--all", action="store_true", help="regen: accept every change without failing (default: exit 1 when anything moved)")
+    fixtures.add_argument(
+        "--all", action="store_true", help="regen: accept every change without failing (default: exit 1 if any moved)"
+    )
     fixtures.add_argument("--cases", default="*")
     fixtures.add_argument("--changelog", type=Path, default=Path("reports/fixture-changelog.md"))
     _common(fixtures)

@@ -69,6 +69,8 @@ def _print_summary(result) -> None:
 def tokenize(args: argparse.Namespace) -> int:
     from parity.tokenizer import load_tokenizer
 
+    if args.checkpoint is not None and not args.checkpoint.is_dir():
+        raise InputError(f"checkpoint folder not found: {args.checkpoint}")
     tokenizer = load_tokenizer(args.checkpoint)
 
     def encode(text: str) -> dict:

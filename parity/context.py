@@ -6,14 +6,17 @@ costing K copies of the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,6 +25,13 @@ class Context:
     device: str = "cpu"
     dtype: str = "fp32"
     cache_dir: Path | None = field(default=None)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def shared(self, key: str, build: Callable[[], T]) -> T:
+        """One object per key for the whole run (say, a weight layout two adapters both need)."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:

@@ -5,7 +5,7 @@ longer happens does fail, so the file cannot silently outlive the behaviour it e
 the stage where a divergence starts: free-running, the stages it flows into inherit it.
 
     [[divergence]]
-    adapter = "inhouse"
+    adapter = "inhouse"                  # or a list of adapters
     cases = ["think-*", "short"]        # globs over case ids
     stages = ["template"]
     mode = "free"                        # optional: "free" or "forced"; both when absent
@@ -27,7 +27,7 @@ _KEYS = {"adapter", "cases", "stages", "mode", "reason"}
 
 @dataclass(frozen=True)
 class Divergence:
-    adapter: str
+    adapters: tuple[str, ...]
     cases: tuple[str, ...]
     stages: tuple[str, ...]
     reason: str
@@ -35,7 +35,7 @@ class Divergence:
 
     def covers(self, case_id: str, adapter: str, stage: str, mode: str) -> bool:
         return (
-            adapter == self.adapter
+            adapter in self.adapters
             and stage in self.stages
             and (self.mode is None or self.mode == mode)
             and any(fnmatch.fnmatchcase(case_id, pattern) for pattern in self.cases)
@@ -73,7 +73,7 @@ def load_expectations(path: Path) -> Expectations:
             raise InputError(f"{where}: mode must be 'free' or 'forced'")
         if not raw["reason"].strip():
             raise InputError(f"{where}: a declared divergence needs a reason")
-        divergences.append(
-            Divergence(raw["adapter"], tuple(raw["cases"]), tuple(raw["stages"]), raw["reason"], raw.get("mode"))
-        )
+        adapters = (raw["adapter"],) if isinstance(raw["adapter"], str) else tuple(raw["adapter"])
+        divergence = Divergence(adapters, tuple(raw["cases"]), tuple(raw["stages"]), raw["reason"], raw.get("mode"))
+        divergences.append(divergence)
     return Expectations(tuple(divergences))

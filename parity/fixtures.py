@@ -112,10 +112,18 @@ class FixtureStore:
                 previous = self._verified(case.id, reference)
             except InputError:
                 previous = None
-        changed = (
-            old is None or previous is None or set(old["files"]) != set(files) or old["case_hash"] != case.content_hash()
+        # Compare bytes, not names: a file edited by hand (manifest updated to match) keeps its name.
+        on_disk = all(
+            (self.golden / case.id / name).is_file() and (self.golden / case.id / name).read_bytes() == data
+            for name, data in files.items()
         )
-        if changed:
+        changed = (
+            old is None
+            or not on_disk
+            or set(old["files"]) != set(files)
+            or old["case_hash"] != case.content_hash()
+        )
+        if not on_disk:
             for name, data in files.items():
                 atomic_write_bytes(self.golden / case.id / name, data)
         self._pending[key] = {

@@ -25,10 +25,10 @@ from parity.checks import check_stage
 from parity.context import Context
 from parity.environment import environment
 from parity.errors import InputError
+from parity.execute import UPSTREAM, execute
 from parity.expectations import Expectations
 from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
-from parity.execute import UPSTREAM, execute
 from parity.stages import STAGES
 
 MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
@@ -112,8 +112,17 @@ def pick_reference(case: Case, references: dict[str, Adapter], override: str | N
 
 def produce(adapter: Adapter, case: Case) -> StageOutputs:
     """Every stage `adapter` can run on `case`, free-running: what a golden fixture stores."""
-    outputs, _ = execute(adapter, case, case.stages[-1])
+    outputs, skipped = execute(adapter, case, case.stages[-1])
+    outputs.meta["skipped"] = skipped
     return outputs
+
+
+def _shape_of(output: object) -> str:
+    """What an adapter produced for a stage nobody can compare it with, in a few words."""
+    latents = getattr(output, "latents", None)
+    if latents is not None:
+        return f"this adapter's latents are {tuple(latents.shape[1:])}"
+    return "nothing to compare with"
 
 
 class Runner:
@@ -186,8 +195,12 @@ class Runner:
                 judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "not supported", skipped[stage])
                 continue
             if golden.get(stage) is None:
-                reason = f"the reference ({golden.meta.get('adapter', '?')}) has no {stage} output for this case"
-                judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "no reference", reason)
+                reference = golden.meta.get("adapter", "the reference")
+                why = golden.meta.get("skipped", {}).get(stage, "no output recorded")
+                judged[stage] = StageResult(
+                    case.id, name, stage, UNSUPPORTED, f"no reference: {_shape_of(obtained.get(stage))}",
+                    f"{reference}: {why}",
+                )
                 continue
             upstream = None
             if self.mode == "free":

@@ -33,6 +33,7 @@ class StageTolerance:
         return {"tolerance": asdict(self.tolerance), "evidence": asdict(self.evidence)}
 
 
+_SAMPLING_PROBE = "comfyui_style vs the installed diffusers transformer, tiny DiT, fixtures/cases/sampling.toml"
 _PADDING_PROBE = "tiny text encoder, ids unpadded vs right-padded to 512 with mask, L in {5,11,60,300,511}"
 
 TOLERANCES: dict[tuple[str, str], StageTolerance] = {
@@ -43,21 +44,20 @@ TOLERANCES: dict[tuple[str, str], StageTolerance] = {
     ("embeddings", "bf16"): StageTolerance(
         Tolerance(atol=0.0625, rtol=1.6e-2), Evidence(0.015625, 4.0, _PADDING_PROBE)
     ),
+    # Schedules are float32 arithmetic on values in [0, 1] (one ulp <= 6e-8) recorded as float64;
+    # 1e-6 is ~16 ulps, far below the smallest real schedule difference (a bf16 cast: >= 1e-3).
+    ("schedule", "fp32"): StageTolerance(
+        Tolerance(atol=1e-6, rtol=0.0), Evidence(6e-8, 16.0, "one float32 ulp at 1.0 (2**-24)")
+    ),
+    # Per-step velocity and latent, free-running. Floor 2.46e-5: the ComfyUI layout (caption-first,
+    # rotation RoPE, fused qkv, fp32 norms) against the installed diffusers transformer, worst step
+    # of the fp32 sampling cases. 2.5e-4 leaves 10x; the smallest real divergence measured,
+    # DiffSynth's bf16 time embedder, is 5.0e-3, 20x above it.
+    ("denoise", "fp32"): StageTolerance(Tolerance(atol=2.5e-4, rtol=0.0), Evidence(2.46e-5, 10.0, _SAMPLING_PROBE)),
+    # Floor 6.5e-2 (two bf16 ulps at magnitude 2-4), the same pair in bf16; 0.2 leaves 3x and sits
+    # 3x below the bf16 timestep cast's effect (0.66).
+    ("denoise", "bf16"): StageTolerance(Tolerance(atol=0.2, rtol=0.0), Evidence(6.5e-2, 3.0, _SAMPLING_PROBE)),
 }
-
-
-# Schedules are float32 arithmetic on values in [0, 1] (one ulp <= 6e-8) recorded as float64;
-# 1e-6 is ~16 ulps, far below the smallest real schedule difference (a bf16 cast: >= 1e-3).
-TOLERANCES[("schedule", "fp32")] = StageTolerance(
-    Tolerance(atol=1e-6, rtol=0.0), Evidence(6e-8, 16.0, "one float32 ulp at 1.0 (2**-24)")
-)
-# Provisional until the DiT noise floor is measured (our DiT vs the installed diffusers model).
-TOLERANCES[("denoise", "fp32")] = StageTolerance(
-    Tolerance(atol=1e-4, rtol=1e-4), Evidence(0.0, 0.0, "not yet measured")
-)
-TOLERANCES[("denoise", "bf16")] = StageTolerance(
-    Tolerance(atol=5e-2, rtol=1.6e-2), Evidence(0.0, 0.0, "not yet measured")
-)
 
 
 def tolerance_for(stage: str, dtype: str) -> StageTolerance:

@@ -64,3 +64,11 @@ def test_content_hash_changes_with_inputs_only(tmp_path):
     b = load_case_file(write(tmp_path, '[[case]]\nid = "a"\nprompt = "x"\n\n'))[0]
     c = load_case_file(write(tmp_path, '[[case]]\nid = "a"\nprompt = "y"\n'))[0]
     assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_every_case_field_has_a_declared_type():
+    from dataclasses import fields
+
+    from parity.cases import _TYPES, Case
+
+    assert set(_TYPES) == {f.name for f in fields(Case)} - {"source"}

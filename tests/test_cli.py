@@ -485,10 +485,6 @@ def test_regen_rewrites_only_what_moved_and_writes_a_changelog(fx, tmp_path):
     assert invoke("fixtures", "check", "--fixtures", fx).rc == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parity/fixtures.py FixtureStore.write decides 'changed' from the content-addressed file NAMES, not the "
-    "bytes: a hand-edited fixture whose manifest sha256 was updated keeps its name, so regen reports 0 changed, "
-    "exits 0, skips the write, yet commits the sha256 of the bytes it did not write: the store is then corrupted"))
 def test_regen_notices_a_hand_edited_fixture(fx, tmp_path):
     """A golden JSON edited by hand, with the manifest's sha256 updated so it still verifies."""
     path = fixture_file(fx, "short/diffusers", ".json")

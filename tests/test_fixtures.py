@@ -17,7 +17,8 @@ CASE = Case(id="c", prompt="A cat")
 
 def outputs(scale: float = 1.0) -> StageOutputs:
     hidden = torch.arange(12, dtype=torch.float32).reshape(3, 4) * scale
-    return StageOutputs(Template("t"), Tokens([1, 2, 3], [1, 1, 1]), Embeddings(hidden, torch.ones(3, dtype=torch.bool)))
+    embeddings = Embeddings(hidden, torch.ones(3, dtype=torch.bool))
+    return StageOutputs(Template("t"), Tokens([1, 2, 3], [1, 1, 1]), embeddings)
 
 
 def stored(root: Path, out: StageOutputs | None = None) -> FixtureStore:

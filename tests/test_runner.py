@@ -94,6 +94,6 @@ def test_an_undeclared_divergence_fails_and_a_stale_declaration_fails(context, s
 
     from parity.expectations import Divergence
 
-    stale = Expectations((Divergence("inhouse", ("think-off",), ("template",), "claimed but false"),))
+    stale = Expectations((Divergence(("inhouse",), ("think-off",), ("template",), "claimed but false"),))
     result = make_runner(context, expectations=stale, names=("inhouse",)).run([suite_cases["think-off"]])
     assert [(r.stage, r.status) for r in result.failures] == [("template", STALE)]

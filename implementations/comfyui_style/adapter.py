@@ -17,6 +17,8 @@ What ComfyUI does differently from diffusers and DiffSynth, top to bottom:
 - `hidden_states[-2]` with that mask (ComfyUI: `layer_idx=-2`, no final norm); the whole sequence
   and its mask are handed on and nothing is removed (the DiT receives the mask only if it has zeros).
 
+Sampling is ComfyUI's KSampler (euler, simple) on its own DiT layout: `zimage/comfy_sampling.py`.
+
 ComfyUI bundles its own Qwen vocabulary and config (`comfy/text_encoders/qwen25_tokenizer/`) rather
 than a checkpoint's `tokenizer/`; since 2025-12-01 it matches Qwen3's, so the shared tokenizer
 stands in for it. The `comfyui_style_pre20251201` variant restores the older config. Before
@@ -34,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
 from implementations.zimage import comfy_text
+from implementations.zimage.comfy_sampling import ComfySampler
 from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
@@ -58,7 +61,7 @@ def _richer_than_a_prompt(case: Case) -> str | None:
     return next((name for name, is_set in fields.items() if is_set), None)
 
 
-class ComfyUIStyleAdapter(Adapter):
+class ComfyUIStyleAdapter(ComfySampler, Adapter):
     name: ClassVar[str] = "comfyui_style"
     summary: ClassVar[str] = "stock ComfyUI's Z-Image text path (CLIPTextEncode), re-implemented"
 

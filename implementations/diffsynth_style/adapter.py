@@ -4,24 +4,35 @@ What it does, top to bottom, and how that compares with diffusers:
 - one user turn, no system prompt, `apply_chat_template(..., enable_thinking=True)`: no think block;
 - `padding="max_length", max_length=512, truncation=True`, right padding;
 - `hidden_states[-2]` with the attention mask, then only masked-in rows are kept.
-For the text stages that is the diffusers path exactly; its differences begin at the sampler.
+For the text stages that is the diffusers path exactly; its differences begin at the sampler
+(`schedule.py`, `sampler.py`): the timestep cast to the pipeline dtype before `1000 - t`, a time
+embedder that always runs in bf16, its own noise, latents kept in the pipeline dtype.
 DiffSynth takes a batch of one prompt and nothing else, so anything richer is unsupported.
+`diffsynth_style_fp32_time` is the same path with the bf16 time embedder switched off, to show
+that the cast is the whole difference.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
+
+from implementations.diffsynth_style.sampler import diffsynth_noise, diffsynth_sample
+from implementations.diffsynth_style.schedule import diffsynth_schedule
 from implementations.zimage.chat import render_chat, tokenize_padded
+from implementations.zimage.dit import DIFFSYNTH, DiTVariant
+from implementations.zimage.dit_instances import shared_dit
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
 
 
 class DiffSynthStyleAdapter(Adapter):
     name: ClassVar[str] = "diffsynth_style"
     summary: ClassVar[str] = "DiffSynth-Studio's semantics, re-implemented"
+    variant: ClassVar[DiTVariant] = DIFFSYNTH
 
     def check_supported(self, case: Case) -> None:
         if not case.is_plain_prompt:
@@ -36,3 +47,19 @@ class DiffSynthStyleAdapter(Adapter):
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         return gathered(penultimate_hidden(self.context.text_encoder, tokens), tokens)
+
+    def schedule(self, case: Case) -> Schedule:
+        return diffsynth_schedule(case.steps, case.shift, case.denoise, dtype=self.context.torch_dtype)
+
+    def noise(self, case: Case) -> torch.Tensor:
+        return diffsynth_noise(case.seed, case.height, case.width, self.context.torch_dtype)
+
+    def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
+        dit = shared_dit(self.context, self.variant)
+        return diffsynth_sample(dit, inputs, case.cfg, self.context.torch_dtype)
+
+
+class DiffSynthFp32TimeAdapter(DiffSynthStyleAdapter):
+    name: ClassVar[str] = "diffsynth_style_fp32_time"
+    summary: ClassVar[str] = "DiffSynth-style with its bf16 time embedder switched off"
+    variant: ClassVar[DiTVariant] = DiTVariant()

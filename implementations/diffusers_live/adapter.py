@@ -110,6 +110,12 @@ class DiffusersAdapter(Adapter):
     def schedule(self, case: Case) -> Schedule:
         return diffusers_schedule(case.steps, case.shift)
 
+    def noise(self, case: Case) -> torch.Tensor:
+        """The pipeline's own draw: `prepare_latents` with a CPU generator seeded with the seed."""
+        pipe = ZImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, transformer=None)
+        generator = torch.Generator("cpu").manual_seed(case.seed)
+        return pipe.prepare_latents(1, 16, case.height, case.width, torch.float32, torch.device("cpu"), generator)
+
     def transformer(self) -> ZImageTransformer2DModel:
         """The installed transformer class holding the shared weights (assigned, not copied)."""
         if self._transformer is None:

@@ -11,6 +11,8 @@ What it does differently from the references (diffusers / DiffSynth), top to bot
   different bytes from its full one (`workflow.py`, `prompt.py`, `conversation.py`).
 - Tokens. The string goes through ComfyUI's encode path (`zimage/comfy_text.py`): `\\(` unescaped,
   ` embedding:` references split out, no padding, no truncation at 512.
+- Sampling. The pack adds no sampler: its conditioning goes into ComfyUI's KSampler
+  (`zimage/comfy_sampling.py`), so from the schedule on it is stock ComfyUI.
 - Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
   masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
   prompt, this changes no numbers, only the hand-off.
@@ -24,6 +26,7 @@ from typing import ClassVar
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
 from implementations.zimage import comfy_text
+from implementations.zimage.comfy_sampling import ComfySampler
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
 from parity.adapter import Adapter
 from parity.cases import Case
@@ -32,7 +35,7 @@ from parity.stages import Embeddings, Template, Tokens
 FILTER_PADDING_DEFAULT = True
 
 
-class InHouseAdapter(Adapter):
+class InHouseAdapter(ComfySampler, Adapter):
     name: ClassVar[str] = "inhouse"
     summary: ClassVar[str] = "the ComfyUI node pack QwenImageWanBridge 2.9.12, on ComfyUI's encode path"
     templates_dir: ClassVar[Path] = TEMPLATES_DIR
