@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from parity.errors import InputError
 
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", type=_csv, help="comma-separated stages (default: every implemented stage)")
     run.add_argument("--reference", help="compare against this reference instead of each case's default")
     run.add_argument("--mode", choices=("free", "forced"), default="free")
+    run.add_argument(
+        "--blocks", action="store_true",
+        help="for each denoise divergence, rerun its first divergent step per block to name where it starts",
+    )
     run.add_argument("--dump", type=Path, help="write every adapter's stage outputs under DIR/<case>/")
     run.add_argument("--report", type=Path, help="write the HTML report here")
     run.add_argument("--json", type=Path, help="write the machine-readable results here")

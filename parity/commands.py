@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for group in groups(cases, args.adapters, _options(args)):
         runner = Runner(
             group.context, group.adapters, group.references, store, expectations,
-            stages=stages, mode=args.mode, reference=args.reference, dump=args.dump,
+            stages=stages, mode=args.mode, reference=args.reference, dump=args.dump, blocks=args.blocks,
         )
         runs.append(runner.run(group.cases))
     result = merge(runs)

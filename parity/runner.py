@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.checks import check_stage
+from parity.compare import compare_numeric
 from parity.context import Context
 from parity.environment import environment
 from parity.errors import InputError
@@ -30,6 +33,7 @@ from parity.expectations import Expectations
 from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
 from parity.stages import STAGES
+from parity.tolerances import tolerance_for
 
 MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
     "match", "declared", "unexpected", "unsupported", "declared-but-matches"
@@ -137,6 +141,7 @@ class Runner:
         mode: str = "free",
         reference: str | None = None,
         dump: Path | None = None,
+        blocks: bool = False,
         progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     ) -> None:
         unknown = [s for s in stages if s not in STAGES]
@@ -149,6 +154,7 @@ class Runner:
         self.context, self.adapters, self.references, self.store = context, adapters, references, store
         self.expectations, self.stages, self.mode = expectations, stages, mode
         self.reference, self.dump, self.progress = reference, dump, progress
+        self.blocks = blocks
 
     def run(self, cases: list[Case]) -> RunResult:
         start = time.perf_counter()
@@ -209,9 +215,52 @@ class Runner:
                     None,
                 )
             judged[stage] = self._judge(case, name, stage, obtained, golden, upstream)
+            if stage == "denoise":
+                self._locate_block(case, adapter, golden, judged[stage])
         if self.dump is not None:
             write_outputs(self.dump / case.id, name, obtained)
         return [judged[s] for s in STAGES if s in wanted]
+
+    def _locate_block(self, case: Case, adapter: Adapter, golden: StageOutputs, result: StageResult) -> None:
+        """Name the block where a denoise divergence starts, by rerunning that one step with capture.
+
+        A non-finite output is traced in the adapter's own run. A divergence (with `blocks` on) is
+        traced teacher-forced at its first divergent step, against the live reference run the same
+        way, so the blocks compared saw identical inputs.
+        """
+        nonfinite = result.detail.get("first_nonfinite_step")
+        step = result.detail.get("first_divergent_step")
+        if nonfinite is not None:
+            rerun, _ = execute(adapter, case, "denoise", None, capture_blocks=(nonfinite,))
+            blocks = (rerun.denoise.blocks or {}) if rerun.denoise is not None else {}
+            # Captured in execution order, so the first non-finite block is where it started.
+            block = next((key for key, value in blocks.items() if not bool(torch.isfinite(value).all())), None)
+            if block is not None:
+                result.detail["first_nonfinite_block"] = block.split(".", 2)[2]
+                result.summary += f", first in block {result.detail['first_nonfinite_block']}"
+            return
+        reference = self.references.get(str(golden.meta.get("adapter")))
+        if not self.blocks or step is None or reference is None or reference is adapter:
+            return
+        theirs, _ = execute(reference, case, "denoise", golden, capture_blocks=(step,))
+        ours, _ = execute(adapter, case, "denoise", golden, capture_blocks=(step,))
+        if theirs.denoise is None or ours.denoise is None or not theirs.denoise.blocks or not ours.denoise.blocks:
+            result.detail["blocks_unavailable"] = "per-block capture is not available for this pair"
+            return
+        tolerance = tolerance_for("denoise", case.dtype).tolerance
+        per_block = {
+            key.split(".", 2)[2]: compare_numeric(ours.denoise.blocks[key], value, tolerance)
+            for key, value in theirs.denoise.blocks.items()
+            if key in ours.denoise.blocks
+        }
+        result.detail["blocks_step"] = step
+        result.detail["blocks"] = {name: d.to_json() for name, d in per_block.items()}
+        first = next((name for name, d in per_block.items() if not d.passed), None)
+        result.detail["first_divergent_block"] = first
+        if first is not None:
+            result.summary += f"; at step {step} (teacher-forced) first divergent block: {first}"
+        else:
+            result.summary += f"; teacher-forced, every block at step {step} agrees: the divergence comes from upstream"
 
     def _judge(
         self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,

@@ -33,7 +33,7 @@ class StageTolerance:
         return {"tolerance": asdict(self.tolerance), "evidence": asdict(self.evidence)}
 
 
-_SAMPLING_PROBE = "comfyui_style vs the installed diffusers transformer, tiny DiT, fixtures/cases/sampling.toml"
+_SAMPLING_PROBE = "re-implementations vs the installed diffusers transformer, tiny DiT, fixtures/cases/sampling.toml"
 _PADDING_PROBE = "tiny text encoder, ids unpadded vs right-padded to 512 with mask, L in {5,11,60,300,511}"
 
 TOLERANCES: dict[tuple[str, str], StageTolerance] = {
@@ -49,13 +49,16 @@ TOLERANCES: dict[tuple[str, str], StageTolerance] = {
     ("schedule", "fp32"): StageTolerance(
         Tolerance(atol=1e-6, rtol=0.0), Evidence(6e-8, 16.0, "one float32 ulp at 1.0 (2**-24)")
     ),
-    # Per-step velocity and latent, free-running. Floor 2.46e-5: the ComfyUI layout (caption-first,
-    # rotation RoPE, fused qkv, fp32 norms) against the installed diffusers transformer, worst step
-    # of the fp32 sampling cases. 2.5e-4 leaves 10x; the smallest real divergence measured,
-    # DiffSynth's bf16 time embedder, is 5.0e-3, 20x above it.
-    ("denoise", "fp32"): StageTolerance(Tolerance(atol=2.5e-4, rtol=0.0), Evidence(2.46e-5, 10.0, _SAMPLING_PROBE)),
-    # Floor 6.5e-2 (two bf16 ulps at magnitude 2-4), the same pair in bf16; 0.2 leaves 3x and sits
-    # 3x below the bf16 timestep cast's effect (0.66).
+    # Per-step velocity and latent, free-running. Floor 9.2e-6: DiffSynth's path with its bf16 time
+    # embedder off against the installed diffusers transformer (same arithmetic, different code),
+    # worst step of the fp32 sampling cases. 1e-4 leaves ~11x. The ComfyUI layout's worst step is
+    # 2.5e-5: its q/k RMSNorm uses the dtype's epsilon instead of 1e-5, a real but sub-tolerance
+    # difference that the DiT-level test (tests/test_dit.py, atol 1e-5) resolves. The smallest real
+    # sampling divergence measured, DiffSynth's bf16 time embedder, is 5.0e-3, 50x above.
+    ("denoise", "fp32"): StageTolerance(Tolerance(atol=1e-4, rtol=0.0), Evidence(9.2e-6, 11.0, _SAMPLING_PROBE)),
+    # Floor 6.5e-2 (two bf16 ulps at magnitude 2-4): the ComfyUI layout vs diffusers in bf16, where
+    # the placement of casts dominates. 0.2 leaves 3x and sits 3x below the bf16 timestep cast's
+    # effect (0.66).
     ("denoise", "bf16"): StageTolerance(Tolerance(atol=0.2, rtol=0.0), Evidence(6.5e-2, 3.0, _SAMPLING_PROBE)),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from implementations.zimage.dit import ZImageDiT
-from implementations.zimage.sampling import classic_guidance, euler_loop
+from implementations.zimage.sampling import BlockRecorder, classic_guidance, euler_loop
 from parity.stages import Denoise, DenoiseInputs
 
 
@@ -32,9 +32,10 @@ def diffsynth_sample(dit: ZImageDiT, inputs: DenoiseInputs, cfg: float, dtype: t
     sigmas = inputs.schedule.sigmas.to(torch.float32)
     model_t = inputs.schedule.model_t
     guided = cfg > 1 and inputs.negative is not None
+    recorder = BlockRecorder(dit, inputs.capture_blocks)
 
     def velocity(x: torch.Tensor, k: int, caption: torch.Tensor) -> torch.Tensor:
-        return -dit(x, model_t[k], caption).unsqueeze(0)
+        return -recorder.forward(k, lambda: dit(x, model_t[k], caption)).unsqueeze(0)
 
     def predict(x: torch.Tensor, k: int) -> torch.Tensor:
         pos = velocity(x, k, inputs.positive.hidden)
@@ -45,4 +46,4 @@ def diffsynth_sample(dit: ZImageDiT, inputs: DenoiseInputs, cfg: float, dtype: t
     def step(x: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
         return x + v * (sigmas[k + 1] - sigmas[k])
 
-    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, dtype, inputs.forced_latents)
+    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, dtype, inputs.forced_latents, recorder)

@@ -16,6 +16,8 @@ instead of pretending.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,9 +27,46 @@ import transformers
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 
 from implementations.diffusers_live.schedule import diffusers_schedule
+from implementations.zimage.dit_capture import capture_blocks
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
+
+
+class _StepCapture:
+    """Per-block outputs of the transformer's k-th call (step k) for each k in `steps`.
+
+    The pipeline calls the transformer once per step, so a call counter is a step counter; the
+    block hooks are opened just before the chosen call and closed right after it.
+    """
+
+    def __init__(self, model: torch.nn.Module, steps: tuple[int, ...]) -> None:
+        self.model, self.steps = model, set(steps)
+        self.blocks: dict[str, torch.Tensor] = {}
+        self._call = 0
+        self._open: tuple[ExitStack, dict[str, torch.Tensor]] | None = None
+
+    def _before(self, _module: torch.nn.Module, _args: tuple) -> None:
+        if self._call in self.steps:
+            stack = ExitStack()
+            self._open = (stack, stack.enter_context(capture_blocks(self.model)))
+
+    def _after(self, _module: torch.nn.Module, _args: tuple, _output: Any) -> None:
+        if self._open is not None:
+            stack, captured = self._open
+            stack.close()
+            self.blocks.update({f"step.{self._call}.{name}": value.float() for name, value in captured.items()})
+            self._open = None
+        self._call += 1
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        handles = [self.model.register_forward_pre_hook(self._before), self.model.register_forward_hook(self._after)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @dataclass(frozen=True)
@@ -154,8 +193,11 @@ class DiffusersAdapter(Adapter):
 
         start = forced[0].unsqueeze(0) if forced is not None else inputs.noise
         guided = case.cfg > 1 and inputs.negative is not None
+        if guided and inputs.capture_blocks:
+            raise Unsupported("with guidance on the pipeline runs both passes as one batch: no per-block capture")
+        capture = _StepCapture(self.transformer(), inputs.capture_blocks)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), capture.active():
                 pipe(
                     prompt_embeds=[inputs.positive.hidden],
                     negative_prompt_embeds=[inputs.negative.hidden] if guided else None,
@@ -172,7 +214,9 @@ class DiffusersAdapter(Adapter):
                 )
         except ValueError as e:
             raise Unsupported(f"diffusers refuses the case: {e}") from None
-        return Denoise(model_out=torch.cat(velocities), latents=torch.cat([start.float(), *results]))
+        return Denoise(
+            model_out=torch.cat(velocities), latents=torch.cat([start.float(), *results]), blocks=capture.blocks or None
+        )
 
     def versions(self) -> dict[str, str]:
         return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from implementations.zimage.comfy_schedule import comfyui_schedule
 from implementations.zimage.dit import COMFYUI
 from implementations.zimage.dit_instances import shared_dit
-from implementations.zimage.sampling import euler_loop
+from implementations.zimage.sampling import BlockRecorder, euler_loop
 from parity.cases import Case
 from parity.context import Context
 from parity.stages import Denoise, DenoiseInputs, Schedule
@@ -51,7 +51,13 @@ def padded_velocity(velocity: Velocity) -> Velocity:
     return run
 
 
-def comfy_sample(velocity: Velocity, inputs: DenoiseInputs, cfg: float, zero_negative: bool = True) -> Denoise:
+def comfy_sample(
+    velocity: Velocity,
+    inputs: DenoiseInputs,
+    cfg: float,
+    zero_negative: bool = True,
+    recorder: BlockRecorder | None = None,
+) -> Denoise:
     sigmas = inputs.schedule.sigmas.to(torch.float32)
     positive = inputs.positive.hidden
     negative = None
@@ -75,7 +81,7 @@ def comfy_sample(velocity: Velocity, inputs: DenoiseInputs, cfg: float, zero_neg
     def step(x: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         return x + d * (sigmas[k + 1] - sigmas[k])
 
-    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, torch.float32, inputs.forced_latents)
+    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, torch.float32, inputs.forced_latents, recorder)
 
 
 class ComfySampler:
@@ -91,9 +97,12 @@ class ComfySampler:
 
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         dit = shared_dit(self.context, COMFYUI)
+        recorder = BlockRecorder(dit, inputs.capture_blocks)
+        sigmas = inputs.schedule.sigmas.to(torch.float32)
 
         def velocity(x: torch.Tensor, t: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
             # ComfyUI's Lumina model returns the negated DiT output: the flow velocity.
-            return -dit(x, t, cap).unsqueeze(0)
+            k = int(torch.argmin((sigmas[:-1] - (1.0 - t)).abs()))
+            return -recorder.forward(k, lambda: dit(x, t, cap)).unsqueeze(0)
 
-        return comfy_sample(velocity, inputs, case.cfg)
+        return comfy_sample(velocity, inputs, case.cfg, recorder=recorder)

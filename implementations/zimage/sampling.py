@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
+from implementations.zimage.dit_capture import capture_blocks
 from parity.stages import Denoise
 
 # predict(x, k) -> the velocity step k applies; step(x, v, k) -> the next latent.
@@ -27,10 +29,12 @@ def euler_loop(
     noise: torch.Tensor,
     latent_dtype: torch.dtype = torch.float32,
     forced_latents: torch.Tensor | None = None,
+    recorder: BlockRecorder | None = None,
 ) -> Denoise:
     """Run `steps` Euler steps from `noise`; with `forced_latents`, step k starts from its row k.
 
-    Recorded per step, in float32: the velocity the step applied and the latent it produced.
+    Recorded per step, in float32: the velocity the step applied and the latent it produced, and
+    the recorder's per-block activations when one is given.
     """
     x = noise.to(latent_dtype)
     latents, velocities = [x], []
@@ -44,7 +48,27 @@ def euler_loop(
     return Denoise(
         model_out=torch.cat(velocities).float(),
         latents=torch.cat(latents).float(),
+        blocks=recorder.blocks if recorder is not None and recorder.blocks else None,
     )
+
+
+class BlockRecorder:
+    """Per-block outputs of the DiT's first forward (the positive pass) at each chosen step.
+
+    Stored as `step.<k>.<block>` in float32, in the canonical token order of `capture_blocks`.
+    """
+
+    def __init__(self, model: nn.Module, steps: tuple[int, ...]) -> None:
+        self.model, self.steps = model, set(steps)
+        self.blocks: dict[str, torch.Tensor] = {}
+
+    def forward(self, k: int, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if k not in self.steps or any(key.startswith(f"step.{k}.") for key in self.blocks):
+            return run()
+        with capture_blocks(self.model) as captured:
+            out = run()
+        self.blocks.update({f"step.{k}.{name}": value.float() for name, value in captured.items()})
+        return out
 
 
 def diffusers_guidance(
