@@ -57,3 +57,10 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
     session.install("ruff==0.17.5")
     session.run("ruff", "check", ".")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not timed tests): the cost of per-step capture. Results in reports/bench.json."""
+    install_project(session)
+    session.run("python", "benchmarks/capture_overhead.py", *session.posargs)

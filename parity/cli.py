@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--json", action="store_true", help="print {'sigmas': [...], 'model_t': [...]}")
     _common(schedule)
 
+    export = sub.add_parser("export", help="write the tiny reference model as a checkpoint the real library loads")
+    export.add_argument("--format", choices=("diffusers", "comfyui"), required=True)
+    export.add_argument("--out", type=Path, required=True, help="an empty or new folder")
+
     fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
     fixtures.add_argument("action", choices=("check", "regen", "stale"))
     fixtures.add_argument(

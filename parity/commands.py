@@ -142,6 +142,18 @@ def schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from parity.models.export import export_comfyui, export_diffusers
+
+    if args.format == "diffusers":
+        print(export_diffusers(args.out))
+    else:
+        files = export_comfyui(args.out)
+        print(files.dit)
+        print(files.text_encoder)
+    return 0
+
+
 def fixtures(args: argparse.Namespace) -> int:
     store = FixtureStore(args.fixtures)
     cases = load_cases(args.fixtures / "cases", args.cases)

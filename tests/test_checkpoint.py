@@ -36,3 +36,13 @@ def test_the_suite_gives_the_same_verdicts_on_an_exported_checkpoint(checkpoint,
 def test_a_checkpoint_encoder_in_bf16(checkpoint):
     loaded = Context(checkpoint=checkpoint, dtype="bf16")
     assert next(loaded.text_encoder.parameters()).dtype == torch.bfloat16
+
+
+def test_an_exported_diffusers_checkpoint_reproduces_the_sampling_fixtures(tmp_path, capsys, monkeypatch):
+    from parity.models.export import export_diffusers
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = export_diffusers(tmp_path / "ckpt")
+    code = main(["run", "--cases", "turbo", "--checkpoint", str(folder), "--fixtures", str(ROOT / "fixtures")])
+    assert code == 0
+    assert "unexpected" not in capsys.readouterr().out.lower()
