@@ -4,7 +4,7 @@ The harness records each step's velocity (a wrapper on `scheduler.step`) and lat
 pipeline's `callback_on_step_end`). Both runs use the same tiny DiT, embeddings, noise and steps;
 runs alternate so drift on a shared machine hits both sides alike, and the medians are compared.
 
-    python benchmarks/capture_overhead.py [--size 256] [--steps 8] [--repeats 15] [--out reports/bench.json]
+    python benchmarks/capture_overhead.py [--size 512] [--steps 8] [--repeats 15] [--out reports/bench.json]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from parity.stages import DenoiseInputs
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (divisible by 16)")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (divisible by 16)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("reports/bench.json"))
