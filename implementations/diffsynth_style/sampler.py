@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from implementations.zimage.dit import ZImageDiT
-from implementations.zimage.sampling import BlockRecorder, classic_guidance, euler_loop
+from implementations.zimage.sampling import BlockRecorder, euler_loop
 from parity.stages import Denoise, DenoiseInputs
 
 
@@ -41,7 +41,8 @@ def diffsynth_sample(dit: ZImageDiT, inputs: DenoiseInputs, cfg: float, dtype: t
         pos = velocity(x, k, inputs.positive.hidden)
         if not guided:
             return pos
-        return classic_guidance(pos, velocity(x, k, inputs.negative.hidden), cfg)
+        neg = velocity(x, k, inputs.negative.hidden)
+        return neg + cfg * (pos - neg)
 
     def step(x: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
         return x + v * (sigmas[k + 1] - sigmas[k])

@@ -3,8 +3,9 @@
 All three samplers integrate the same ODE, `x_next = x + (sigma_next - sigma) * v`, from the
 same sigmas. They differ in how v is produced (the DiT's output negated, guidance formula, which
 passes run) and in arithmetic: the dtype the latent is kept in and how the step is written. Each
-adapter supplies those as a `predict` function and a `step` function; the loop, per-step capture
-and teacher forcing live here once.
+re-implemented adapter supplies those as a `predict` function and a `step` function; the loop,
+per-step capture, per-block capture and teacher forcing live here once. (The live diffusers
+adapter runs the installed pipeline's own loop instead.)
 """
 
 from __future__ import annotations
@@ -69,21 +70,3 @@ class BlockRecorder:
             out = run()
         self.blocks.update({f"step.{k}.{name}": value.float() for name, value in captured.items()})
         return out
-
-
-def diffusers_guidance(
-    pos: torch.Tensor, neg: torch.Tensor, scale: float, normalization: float = 0.0
-) -> torch.Tensor:
-    """diffusers' `pos + g (pos - neg)` (g = 0 is off), with its optional norm cap."""
-    pred = pos + scale * (pos - neg)
-    if normalization > 0:
-        cap = torch.linalg.vector_norm(pos) * normalization
-        norm = torch.linalg.vector_norm(pred)
-        if norm > cap:
-            pred = pred * (cap / norm)
-    return pred
-
-
-def classic_guidance(pos: torch.Tensor, neg: torch.Tensor, scale: float) -> torch.Tensor:
-    """DiffSynth's and ComfyUI's `neg + s (pos - neg)` (s = 1 is off)."""
-    return neg + scale * (pos - neg)
