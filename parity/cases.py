@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -169,6 +170,9 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: height and width must be positive")
     if case.steps < 1:
         raise InputError(f"{where}: steps must be at least 1")
+    for key in ("shift", "denoise", "cfg", "cfg_normalization", "cfg_truncation"):
+        if not math.isfinite(getattr(case, key)):
+            raise InputError(f"{where}: {key} must be a finite number")
     if case.shift <= 0:
         raise InputError(f"{where}: shift must be positive")
     if not 0 < case.denoise <= 1:

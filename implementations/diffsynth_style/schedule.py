@@ -12,6 +12,7 @@ Read from `diffsynth` 2.1.12 (the PyPI wheel): `FlowMatchScheduler.set_timesteps
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,8 +60,8 @@ def diffsynth_schedule(
     """
     if steps < 1:
         raise InputError(f"steps must be at least 1, got {steps}")
-    if not shift > 0:
-        raise InputError(f"shift must be greater than 0, got {shift}")
+    if not 0 < shift < math.inf:
+        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
     if not 0 < denoise <= 1:
         raise InputError(f"denoise must be in (0, 1], got {denoise}")
     # Nearest-entry replacement keeps the timesteps in order, but a target outside the training

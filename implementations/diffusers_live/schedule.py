@@ -15,6 +15,8 @@ scheduler that way gives the old numbers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.z_image.pipeline_z_image import (
@@ -39,8 +41,8 @@ def diffusers_schedule(steps: int, shift: float = 3.0, legacy: bool = False) -> 
     """
     if steps < 1:
         raise InputError(f"steps must be at least 1, got {steps}")
-    if not shift > 0:
-        raise InputError(f"shift must be greater than 0, got {shift}")
+    if not 0 < shift < math.inf:
+        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
     # Z-Image-Turbo's scheduler/scheduler_config.json, with the shift made a parameter.
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
     config = scheduler.config

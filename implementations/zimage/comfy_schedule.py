@@ -94,8 +94,8 @@ def comfyui_schedule(steps: int, shift: float = 3.0, scheduler: str = "simple", 
     """The sigmas a stock ComfyUI KSampler (euler) steps through and the time NextDiT embeds."""
     if steps < 1:
         raise InputError(f"steps must be at least 1, got {steps}")
-    if not shift > 0:
-        raise InputError(f"shift must be greater than 0, got {shift}")
+    if not 0 < shift < math.inf:
+        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
     if not 0 < denoise <= 1:
         raise InputError(f"denoise must be in (0, 1], got {denoise}")
     if scheduler not in SCHEDULERS:
