@@ -71,22 +71,40 @@ class Adapter(ABC):
         return {}
 
 
-def registered_adapters() -> dict[str, type[Adapter]]:
+def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
     found: dict[str, type[Adapter]] = {}
+    missing: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
+        try:
+            cls = ep.load()
+        except ImportError as e:
+            # A heavy reference (DiffSynth) lives only in its own environment; elsewhere it is absent.
+            missing[ep.name] = str(e)
+            continue
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
             raise TypeError(f"entry point {ep.name!r} is not an Adapter subclass")
         found[ep.name] = cls
-    return found
+    return found, missing
+
+
+def registered_adapters() -> dict[str, type[Adapter]]:
+    """Every adapter that can be imported in this environment."""
+    return _load_all()[0]
+
+
+def unavailable_adapters() -> dict[str, str]:
+    """Registered adapters this environment cannot import, with the import error."""
+    return _load_all()[1]
 
 
 def select_adapters(names: list[str] | None) -> dict[str, type[Adapter]]:
     """The adapters to run: the named ones (in that order), or every default one."""
-    available = registered_adapters()
+    available, missing = _load_all()
     if names is None:
         return {n: c for n, c in sorted(available.items()) if c.in_default_run}
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise InputError(f"unknown adapter {unknown[0]!r} (known: {', '.join(sorted(available))})")
+    for name in names:
+        if name in missing:
+            raise InputError(f"adapter {name!r} is not available here ({missing[name]}); it needs its own environment")
+        if name not in available:
+            raise InputError(f"unknown adapter {name!r} (known: {', '.join(sorted(available))})")
     return {n: available[n] for n in names}

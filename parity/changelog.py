@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from parity.fixtures import FixtureWrite
 from parity.outputs import StageOutputs, atomic_write_bytes
@@ -31,6 +32,26 @@ def _moves(old: StageOutputs, new: StageOutputs) -> list[str]:
     return lines or ["bytes changed, values equal (metadata only)"]
 
 
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _provenance_moves(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    if old is None:
+        return []
+    before, after = _flatten(old), _flatten(new)
+    return [
+        f"provenance {key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+
 def write_changelog(path: Path, written: list[tuple[FixtureWrite, StageOutputs]]) -> None:
     changed = [(w, new) for w, new in written if w.changed]
     lines = ["# Fixture changelog", "", f"{len(changed)} of {len(written)} fixture(s) changed.", ""]
@@ -40,5 +61,6 @@ def write_changelog(path: Path, written: list[tuple[FixtureWrite, StageOutputs]]
             lines.append("- new fixture")
         else:
             lines.extend(f"- {m}" for m in _moves(w.previous, new))
+        lines.extend(f"- {m}" for m in _provenance_moves(w.previous_provenance, w.provenance))
         lines.append("")
     atomic_write_bytes(path, "\n".join(lines).encode())

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument(
         "--all", action="store_true", help="regen: accept every change without failing (default: exit 1 if any moved)"
     )
+    fixtures.add_argument(
+        "--check", action="store_true",
+        help="regen: rerun the live references and fail if they no longer reproduce the stored fixtures; write nothing",
+    )
     fixtures.add_argument("--cases", default="*")
     fixtures.add_argument("--changelog", type=Path, default=Path("reports/fixture-changelog.md"))
     _common(fixtures)

@@ -7,19 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from parity.adapter import Unsupported, registered_adapters
+from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
-from parity.changelog import write_changelog
-from parity.environment import environment
 from parity.errors import InputError
 from parity.expectations import load_expectations
 from parity.fixtures import FixtureStore
-from parity.models.text_encoder import weights_sha256
 from parity.outputs import atomic_write_bytes
-from parity.runner import Runner, merge, produce
+from parity.regen import check_drift, reference_runs, regenerate
+from parity.runner import Runner, merge
 from parity.stages import STAGES
 from parity.suite import Options, groups
-from parity.tolerances import tolerance_for
 
 
 def print_json(data: object) -> None:
@@ -160,25 +157,17 @@ def fixtures(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _check(store, cases)
     if args.action == "stale":
-        wanted = {store.key(c.id, r) for c, r in _fixture_pairs(cases, _options(args))}
-        stale = store.stale(wanted)
+        wanted = {store.key(case.id, name) for _, case, name, _ in reference_runs(cases, _options(args))}
+        absent = unavailable_adapters()
+        stale = [key for key in store.stale(wanted) if key.split("/", 1)[1] not in absent]
         for key in stale:
             print(key)
-        print(f"{len(stale)} stale fixture(s)", file=sys.stderr)
+        skipped = f" (fixtures of {', '.join(sorted(absent))} not judged: not available here)" if absent else ""
+        print(f"{len(stale)} stale fixture(s){skipped}", file=sys.stderr)
         return 0
-    return _regen(store, cases, args)
-
-
-def _fixture_pairs(cases, options):
-    """(case, reference name) for every reference that supports each case."""
-    for group in groups(cases, [], options):
-        for case in group.cases:
-            for name, ref in group.references.items():
-                try:
-                    ref.check_supported(case)
-                except Unsupported:
-                    continue
-                yield case, name
+    if args.check:
+        return check_drift(store, cases, _options(args))
+    return regenerate(store, cases, _options(args), args.all, args.changelog)
 
 
 def _check(store: FixtureStore, cases) -> int:
@@ -194,47 +183,6 @@ def _check(store: FixtureStore, cases) -> int:
         print(p)
     print(f"{len(set(problems))} problem(s) in {store.root}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def _regen(store: FixtureStore, cases, args: argparse.Namespace) -> int:
-    written = []
-    for group in groups(cases, [], _options(args)):
-        provenance_base = {
-            "environment": environment(group.context),
-            "text_encoder_sha256": weights_sha256(group.context.text_encoder),
-            "tokenizer": _tokenizer_provenance(group.context),
-            "tolerance": {
-                stage: tolerance_for(stage, "fp32" if stage == "schedule" else group.context.dtype).to_json()
-                for stage in ("embeddings", "schedule", "denoise")
-            },
-        }
-        for case in group.cases:
-            for name, ref in group.references.items():
-                try:
-                    ref.check_supported(case)
-                except Unsupported:
-                    continue
-                outputs = produce(ref, case)
-                provenance = provenance_base | {"reference": name, "versions": ref.versions(), "seed": case.seed}
-                written.append((store.write(case, name, outputs, provenance), outputs))
-                print(f"{store.key(case.id, name)}: {'changed' if written[-1][0].changed else 'unchanged'}",
-                      file=sys.stderr)
-    store.commit()
-    changed = [w for w, _ in written if w.changed]
-    write_changelog(args.changelog, written)
-    print(f"{len(changed)} of {len(written)} fixture(s) changed; changelog: {args.changelog}")
-    if changed and not args.all:
-        print("fixtures changed: review the changelog and commit them, then rerun", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _tokenizer_provenance(context) -> dict:
-    if context.checkpoint is not None:
-        return {"checkpoint": str(Path(context.checkpoint) / "tokenizer")}
-    from parity.tokenizer import reference_data_provenance
-
-    return reference_data_provenance()
 
 
 def report(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ class FixtureWrite:
     key: str
     changed: bool
     previous: StageOutputs | None
+    previous_provenance: dict[str, Any] | None
+    provenance: dict[str, Any]
 
 
 class FixtureStore:
@@ -132,7 +134,8 @@ class FixtureStore:
             "reference": reference,
             "provenance": provenance,
         }
-        return FixtureWrite(key, changed, previous if changed else None)
+        old_provenance = old.get("provenance") if old is not None else None
+        return FixtureWrite(key, changed, previous if changed else None, old_provenance, provenance)
 
     def commit(self) -> None:
         """Point the manifest at every written fixture in one atomic replace, then tidy up."""

@@ -61,6 +61,7 @@ class RunResult:
     results: list[StageResult]
     environment: dict[str, Any]
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def first_divergence(self, case: str, adapter: str) -> StageResult | None:
         return next(
@@ -84,6 +85,7 @@ class RunResult:
             "stages": self.stages,
             "seconds": round(self.seconds, 3),
             "environment": self.environment,
+            "warnings": self.warnings,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -99,7 +101,21 @@ def merge(runs: list[RunResult]) -> RunResult:
         results=[x for r in runs for x in r.results],
         environment=first.environment | {"dtype": sorted({r.environment["dtype"] for r in runs})},
         seconds=sum(r.seconds for r in runs),
+        warnings=sorted({w for r in runs for w in r.warnings}),
     )
+
+
+# What can move numbers between the machine that recorded a fixture and this one.
+_COMPARED_ENVIRONMENT = ("torch", "machine", "device", "threads", "deterministic_algorithms")
+
+
+def environment_differences(entry: dict[str, Any] | None, here: dict[str, Any]) -> list[str]:
+    recorded = ((entry or {}).get("provenance") or {}).get("environment") or {}
+    return [
+        f"fixtures were recorded with {key}={recorded[key]!r}; this run has {key}={here.get(key)!r}"
+        for key in _COMPARED_ENVIRONMENT
+        if key in recorded and recorded[key] != here.get(key)
+    ]
 
 
 def pick_reference(case: Case, references: dict[str, Adapter], override: str | None) -> str:
@@ -160,6 +176,16 @@ class Runner:
         start = time.perf_counter()
         references = {c.id: pick_reference(c, self.references, self.reference) for c in cases}
         goldens = {c.id: self.store.load(c, references[c.id]) for c in cases}
+        here = environment(self.context)
+        warnings = sorted(
+            {
+                line
+                for c in cases
+                for line in environment_differences(self.store.entry(c.id, references[c.id]), here)
+            }
+        )
+        for line in warnings:
+            self.progress(f"warning: {line}")
         results: list[StageResult] = []
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
@@ -176,8 +202,9 @@ class Runner:
             adapters=list(self.adapters),
             stages=list(self.stages),
             results=results,
-            environment=environment(self.context),
+            environment=here,
             seconds=time.perf_counter() - start,
+            warnings=warnings,
         )
 
     def _run_pair(self, case: Case, name: str, adapter: Adapter, golden: StageOutputs) -> list[StageResult]:

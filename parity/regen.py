@@ -1,0 +1,109 @@
+"""Recording the references: regenerate the golden fixtures, or check that the live references
+still reproduce them (reference drift: a new library release changing a schedule, say).
+
+Both run every available reference on every case it supports, through the same `produce` a
+comparison uses. Regen writes what changed and fails on purpose (review, commit, rerun), like
+pytest-regressions; `accept` (regen --all) takes every change without failing. The drift check
+writes nothing and fails when any stage of any fixture is no longer reproduced within its tolerance.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from parity.adapter import Adapter, Unsupported
+from parity.cases import Case
+from parity.changelog import write_changelog
+from parity.checks import check_stage
+from parity.environment import environment
+from parity.errors import InputError
+from parity.fixtures import FixtureStore
+from parity.models.deterministic import state_dict_sha256
+from parity.runner import produce
+from parity.stages import STAGES
+from parity.suite import Group, Options, groups
+from parity.tolerances import tolerance_for
+
+
+def _provenance(group: Group) -> dict[str, Any]:
+    context = group.context
+    if context.checkpoint is None:
+        from parity.tokenizer import reference_data_provenance
+
+        tokenizer: dict[str, Any] = reference_data_provenance()
+    else:
+        tokenizer = {"checkpoint": str(Path(context.checkpoint) / "tokenizer")}
+    return {
+        "environment": environment(context),
+        "text_encoder_sha256": state_dict_sha256(context.text_encoder.state_dict()),
+        "dit_sha256": state_dict_sha256(context.dit_state_dict),
+        "tokenizer": tokenizer,
+        "tolerance": {
+            stage: tolerance_for(stage, "fp32" if stage == "schedule" else context.dtype).to_json()
+            for stage in ("embeddings", "schedule", "denoise")
+        },
+    }
+
+
+def reference_runs(cases: list[Case], options: Options) -> Iterator[tuple[Group, Case, str, Adapter]]:
+    """(group, case, reference name, reference) for every available reference that supports a case."""
+    for group in groups(cases, [], options):
+        for case in group.cases:
+            for name, reference in group.references.items():
+                try:
+                    reference.check_supported(case)
+                except Unsupported:
+                    continue
+                yield group, case, name, reference
+
+
+def regenerate(store: FixtureStore, cases: list[Case], options: Options, accept: bool, changelog: Path) -> int:
+    written = []
+    provenance: dict[int, dict[str, Any]] = {}
+    for group, case, name, reference in reference_runs(cases, options):
+        base = provenance.setdefault(id(group), _provenance(group))
+        outputs = produce(reference, case)
+        record = base | {"reference": name, "versions": reference.versions(), "seed": case.seed}
+        write = store.write(case, name, outputs, record)
+        written.append((write, outputs))
+        print(f"{write.key}: {'changed' if write.changed else 'unchanged'}", file=sys.stderr)
+    store.commit()
+    changed = [w for w, _ in written if w.changed]
+    write_changelog(changelog, written)
+    print(f"{len(changed)} of {len(written)} fixture(s) changed; changelog: {changelog}")
+    if changed and not accept:
+        print("fixtures changed: review the changelog and commit them, then rerun", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_drift(store: FixtureStore, cases: list[Case], options: Options) -> int:
+    drifted = 0
+    checked = 0
+    for group, case, name, reference in reference_runs(cases, options):
+        key = store.key(case.id, name)
+        checked += 1
+        try:
+            stored = store.load(case, name)
+        except InputError as e:
+            print(f"{key}: NOT REPRODUCED: {e}")
+            drifted += 1
+            continue
+        produced = produce(reference, case)
+        failures = [
+            f"{stage}: {check.summary}"
+            for stage in STAGES
+            if stored.get(stage) is not None
+            for check in [check_stage(stage, produced.get(stage), stored.get(stage), group.context, case.dtype)]
+            if not check.passed
+        ]
+        if failures:
+            drifted += 1
+            print(f"{key}: NOT REPRODUCED: " + "; ".join(failures))
+        else:
+            print(f"{key}: reproduced", file=sys.stderr)
+    print(f"{checked - drifted} of {checked} fixture(s) reproduced by the live references")
+    return 1 if drifted else 0
