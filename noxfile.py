@@ -1,4 +1,6 @@
-"""Every developer task, runnable: `nox -s parity` (the main job), `nox -s tests`, `nox -s lint`.
+"""Every developer task, runnable: `nox -s parity` (the main job), `nox -s tests`, `nox -s lint`,
+and off the default path `nox -s references` (regenerate or check the golden fixtures from the
+live references) and `nox -s bench`.
 
 The environments pin the exact libraries the golden fixtures were made with (the package itself
 accepts ranges), so a clean machine reproduces the fixtures bit for bit. torch 2.13.0 is the CPU
@@ -23,6 +25,9 @@ PINNED = [
 # Only trl's copy of the official Qwen3 chat template is read; its training stack is not needed.
 TEMPLATE_SOURCE = "trl==1.16.0"
 TEST_TOOLS = ["pytest==9.0.3", "hypothesis==6.170.17"]
+# DiffSynth needs torchvision, which exists for this torch build only (a ~6 GB environment).
+REFERENCE_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+DIFFSYNTH = "diffsynth==2.1.12"
 
 
 def install_project(session: nox.Session) -> None:
@@ -57,6 +62,21 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
     session.install("ruff==0.17.5")
     session.run("ruff", "check", ".")
+
+
+@nox.session(default=False)
+def references(session: nox.Session) -> None:
+    """Regenerate the golden fixtures from the live references: diffusers, DiffSynth, the Qwen3 template.
+
+    Writes only fixtures whose bytes changed, plus reports/fixture-changelog.md, and exits 1 when
+    anything moved (review, commit, rerun; `-- --all` accepts every change). `-- --check` writes
+    nothing and fails if the live libraries no longer reproduce the stored fixtures.
+    """
+    session.install(*REFERENCE_TORCH)
+    session.install(*(p for p in PINNED if not p.startswith("torch==")), DIFFSYNTH)
+    session.install("--no-deps", TEMPLATE_SOURCE)
+    session.install("-e", ".")
+    session.run("parity", "fixtures", "regen", *session.posargs, env={"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch"})
 
 
 @nox.session(default=False)
