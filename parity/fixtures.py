@@ -178,6 +178,11 @@ class FixtureStore:
         )
         return problems
 
+    def references_for(self, case_id: str) -> list[str]:
+        """The references with a stored fixture for this case."""
+        prefix = f"{case_id}/"
+        return sorted(key[len(prefix):] for key in self.manifest()["fixtures"] if key.startswith(prefix))
+
     def stale(self, wanted: set[str]) -> list[str]:
         """Fixture keys in the manifest that no current case and reference uses."""
         return sorted(set(self.manifest()["fixtures"]) - wanted)

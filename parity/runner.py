@@ -53,6 +53,18 @@ class StageResult:
 
 
 @dataclass
+class CrossCheck:
+    """One cell of the N-way view: an adapter's (or a stored reference's) stage against one reference."""
+
+    case: str
+    stage: str
+    adapter: str
+    reference: str
+    passed: bool
+    summary: str
+
+
+@dataclass
 class RunResult:
     mode: str
     references: dict[str, str]
@@ -62,6 +74,7 @@ class RunResult:
     environment: dict[str, Any]
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    cross: list[CrossCheck] = field(default_factory=list)
 
     def first_divergence(self, case: str, adapter: str) -> StageResult | None:
         return next(
@@ -86,6 +99,7 @@ class RunResult:
             "seconds": round(self.seconds, 3),
             "environment": self.environment,
             "warnings": self.warnings,
+            "cross": [asdict(c) for c in self.cross],
             "results": [asdict(r) for r in self.results],
         }
 
@@ -102,6 +116,7 @@ def merge(runs: list[RunResult]) -> RunResult:
         environment=first.environment | {"dtype": sorted({r.environment["dtype"] for r in runs})},
         seconds=sum(r.seconds for r in runs),
         warnings=sorted({w for r in runs for w in r.warnings}),
+        cross=[c for r in runs for c in r.cross],
     )
 
 
@@ -187,10 +202,15 @@ class Runner:
         for line in warnings:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
+        cross: list[CrossCheck] = []
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
+            stored = {r: self.store.load(case, r) for r in self.store.references_for(case.id)}
+            cross.extend(self._fixtures_against_each_other(case, stored))
             for name, adapter in self.adapters.items():
-                results.extend(self._run_pair(case, name, adapter, goldens[case.id]))
+                pair, obtained = self._run_pair(case, name, adapter, goldens[case.id])
+                results.extend(pair)
+                cross.extend(self._against_every_reference(case, name, obtained, stored))
             statuses = [r.status for r in results if r.case == case.id]
             self.progress(
                 f"[{n}/{len(cases)}] {case.id}: {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
@@ -205,21 +225,51 @@ class Runner:
             environment=here,
             seconds=time.perf_counter() - start,
             warnings=warnings,
+            cross=cross,
         )
 
-    def _run_pair(self, case: Case, name: str, adapter: Adapter, golden: StageOutputs) -> list[StageResult]:
+    def _wanted(self, case: Case) -> list[str]:
+        return [s for s in self.stages if s in case.stages]
+
+    def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):
+        for stage in self._wanted(case):
+            if outputs.get(stage) is None or stored.get(stage) is None:
+                continue
+            check = check_stage(stage, outputs.get(stage), stored.get(stage), self.context, case.dtype)
+            yield CrossCheck(case.id, stage, name, reference, check.passed, check.summary)
+
+    def _against_every_reference(
+        self, case: Case, name: str, obtained: StageOutputs | None, stored: dict[str, StageOutputs]
+    ) -> list[CrossCheck]:
+        if obtained is None or self.mode == "forced":
+            return []
+        return [
+            c for reference, fixture in stored.items() for c in self._cross(case, name, obtained, reference, fixture)
+        ]
+
+    def _fixtures_against_each_other(self, case: Case, stored: dict[str, StageOutputs]) -> list[CrossCheck]:
+        """Stored references against each other, so a reference that drifts from the rest shows."""
+        return [
+            c
+            for a, fixture in stored.items()
+            for b, other in stored.items()
+            if a != b
+            for c in self._cross(case, f"{a} (fixture)", fixture, b, other)
+        ]
+
+    def _run_pair(
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs
+    ) -> tuple[list[StageResult], StageOutputs | None]:
         try:
             adapter.check_supported(case)
         except Unsupported as e:
             return [
-                StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e))
-                for s in self.stages
-                if s in case.stages
-            ]
+                StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self._wanted(case)
+            ], None
         feed = golden if self.mode == "forced" else None
-        wanted = [s for s in self.stages if s in case.stages]
+        wanted = self._wanted(case)
         if not wanted:
-            return []
+            return [], None
         last = max(wanted, key=STAGES.index)
         obtained, skipped = execute(adapter, case, last, feed)
         judged: dict[str, StageResult] = {}
@@ -246,7 +296,7 @@ class Runner:
                 self._locate_block(case, adapter, golden, judged[stage])
         if self.dump is not None:
             write_outputs(self.dump / case.id, name, obtained)
-        return [judged[s] for s in STAGES if s in wanted]
+        return [judged[s] for s in STAGES if s in wanted], obtained
 
     def _locate_block(self, case: Case, adapter: Adapter, golden: StageOutputs, result: StageResult) -> None:
         """Name the block where a denoise divergence starts, by rerunning that one step with capture.

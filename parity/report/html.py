@@ -42,8 +42,21 @@ def render_html(data: dict[str, Any]) -> str:
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return _environment().get_template("report.html.j2").render(
-        data=data, cases=cases, cell=cell, first=first, counts=counts
+        data=data, cases=cases, cell=cell, first=first, counts=counts, nway=_nway(data.get("cross", []))
     )
+
+
+def _nway(cross: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per case: row names, reference columns, and (row, reference) -> [(stage, passed, summary)]."""
+    views: dict[str, dict[str, Any]] = {}
+    for c in cross:
+        view = views.setdefault(c["case"], {"rows": [], "references": [], "cells": {}})
+        if c["adapter"] not in view["rows"]:
+            view["rows"].append(c["adapter"])
+        if c["reference"] not in view["references"]:
+            view["references"].append(c["reference"])
+        view["cells"].setdefault((c["adapter"], c["reference"]), []).append(c)
+    return views
 
 
 def write_html(data: dict[str, Any], path: Path) -> None:
