@@ -472,6 +472,9 @@ def test_the_runner_row_names_the_non_finite_step(context, sampling):
     assert row.status == UNEXPECTED
     assert row.detail["first_nonfinite_step"] == 0
     assert "non-finite model output at step 0" in row.summary
+    # The NaN was put in layers.1: every block before it is finite, so that is the one named.
+    assert row.detail["first_nonfinite_block"] == "layers.1"
+    assert row.summary.endswith("first in block layers.1")
     assert result.exit_code == 1
 
 

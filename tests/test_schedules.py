@@ -273,3 +273,18 @@ def test_bad_denoise_is_named(which: str, denoise: float) -> None:
 def test_unknown_comfyui_scheduler_is_named() -> None:
     with pytest.raises(InputError, match=r"^scheduler .*karras"):
         comfyui_schedule(8, scheduler="karras")
+
+
+def test_the_legacy_and_normal_schedules_are_selectable_by_adapter(capsys):
+    import json
+
+    from parity.cli import main
+
+    assert main(["schedule", "--adapter", "diffusers_legacy_schedule", "--steps", "9", "--json"]) == 0
+    legacy = json.loads(capsys.readouterr().out)
+    # Published: diffusers 0.36-0.38 at 9 steps ended `..., 0, 0` (a wasted step).
+    assert legacy["sigmas"][-2:] == [0.0, 0.0]
+    assert main(["schedule", "--adapter", "comfyui_style_normal", "--steps", "8", "--json"]) == 0
+    normal = json.loads(capsys.readouterr().out)
+    # Published: a plain `scheduler.set_timesteps(8)` (no sigmas) ends at ~0.0089 before the 0.
+    assert normal["sigmas"][-2] == pytest.approx(0.0089, abs=1e-4) and normal["sigmas"][-1] == 0.0

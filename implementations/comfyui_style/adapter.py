@@ -37,10 +37,11 @@ from transformers import PreTrainedTokenizerBase
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
 from implementations.zimage import comfy_text
 from implementations.zimage.comfy_sampling import ComfySampler
+from implementations.zimage.comfy_schedule import comfyui_schedule
 from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages import Embeddings, Schedule, Template, Tokens
 
 TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -92,3 +93,12 @@ class ComfyUILegacyTokenizerAdapter(ComfyUIStyleAdapter):
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return legacy_tokenizer(self.context.tokenizer)
+
+
+class ComfyUINormalSchedulerAdapter(ComfyUIStyleAdapter):
+    name: ClassVar[str] = "comfyui_style_normal"
+    summary: ClassVar[str] = "stock ComfyUI with the KSampler's `normal` scheduler instead of `simple`"
+    in_default_run: ClassVar[bool] = False
+
+    def schedule(self, case: Case) -> Schedule:
+        return comfyui_schedule(case.steps, case.shift, "normal", case.denoise)

@@ -220,3 +220,21 @@ class DiffusersAdapter(Adapter):
 
     def versions(self) -> dict[str, str]:
         return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+class DiffusersLegacyScheduleAdapter(DiffusersAdapter):
+    """diffusers 0.36-0.38's schedule (sigma_min = 0, no sigmas passed), driven on the installed scheduler.
+
+    Only the schedule is of that era: the installed pipeline always samples with its own.
+    """
+
+    name: ClassVar[str] = "diffusers_legacy_schedule"
+    summary: ClassVar[str] = "the schedule diffusers 0.36-0.38 sampled with (a wasted last step at 9 steps)"
+    reference_priority: ClassVar[int | None] = None
+    in_default_run: ClassVar[bool] = False
+
+    def schedule(self, case: Case) -> Schedule:
+        return diffusers_schedule(case.steps, case.shift, legacy=True)
+
+    def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
+        raise Unsupported("the installed pipeline samples with its current schedule, not the legacy one")
