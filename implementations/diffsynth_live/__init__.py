@@ -1,0 +1,1 @@
+"""The installed DiffSynth-Studio package (`diffsynth`), driven live: real reference code (references env only)."""
