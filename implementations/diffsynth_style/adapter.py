@@ -10,6 +10,13 @@ embedder that always runs in bf16, its own noise, latents kept in the pipeline d
 DiffSynth takes a batch of one prompt and nothing else, so anything richer is unsupported.
 `diffsynth_style_fp32_time` is the same path with the bf16 time embedder switched off, to show
 that the cast is the whole difference.
+
+In an fp32 pipeline the real DiffSynth 2.1.12 cannot sample at all: its time embedder's bf16 output
+reaches the fp32 adaLN layers uncast and raises a dtype error (`diffsynth_live` reports that). The
+fp32 rows here are what it computes with that one cast repaired (the embedding cast back to the
+model dtype): against the live library patched that way they agree within 1.1e-5. Teacher-forced,
+this adapter takes the reference's `model_t`, so the bf16 timestep cast (a schedule-stage finding)
+is not counted again at the denoise stage.
 """
 
 from __future__ import annotations

@@ -47,4 +47,5 @@ def diffsynth_sample(dit: ZImageDiT, inputs: DenoiseInputs, cfg: float, dtype: t
     def step(x: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
         return x + v * (sigmas[k + 1] - sigmas[k])
 
-    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, dtype, inputs.forced_latents, recorder)
+    device = dit.x_pad_token.device
+    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, dtype, inputs.forced_latents, recorder, device)

@@ -57,6 +57,7 @@ def comfy_sample(
     cfg: float,
     zero_negative: bool = True,
     recorder: BlockRecorder | None = None,
+    device: torch.device | str = "cpu",
 ) -> Denoise:
     sigmas = inputs.schedule.sigmas.to(torch.float32)
     positive = inputs.positive.hidden
@@ -81,7 +82,8 @@ def comfy_sample(
     def step(x: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         return x + d * (sigmas[k + 1] - sigmas[k])
 
-    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, torch.float32, inputs.forced_latents, recorder)
+    steps = len(sigmas) - 1
+    return euler_loop(predict, step, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
 
 
 class ComfySampler:
@@ -105,4 +107,4 @@ class ComfySampler:
             k = int(torch.argmin((sigmas[:-1] - (1.0 - t)).abs()))
             return -recorder.forward(k, lambda: dit(x, t, cap)).unsqueeze(0)
 
-        return comfy_sample(velocity, inputs, case.cfg, recorder=recorder)
+        return comfy_sample(velocity, inputs, case.cfg, recorder=recorder, device=dit.x_pad_token.device)

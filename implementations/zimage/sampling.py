@@ -31,24 +31,26 @@ def euler_loop(
     latent_dtype: torch.dtype = torch.float32,
     forced_latents: torch.Tensor | None = None,
     recorder: BlockRecorder | None = None,
+    device: torch.device | str = "cpu",
 ) -> Denoise:
-    """Run `steps` Euler steps from `noise`; with `forced_latents`, step k starts from its row k.
+    """Run `steps` Euler steps from `noise` on `device` (the DiT's); with `forced_latents`, step k
+    starts from its row k.
 
-    Recorded per step, in float32: the velocity the step applied and the latent it produced, and
-    the recorder's per-block activations when one is given.
+    Recorded per step, in float32 on the CPU: the velocity the step applied and the latent it
+    produced, and the recorder's per-block activations when one is given.
     """
-    x = noise.to(latent_dtype)
+    x = noise.to(device=device, dtype=latent_dtype)
     latents, velocities = [x], []
     for k in range(steps):
         if forced_latents is not None:
-            x = forced_latents[k].unsqueeze(0).to(latent_dtype)
+            x = forced_latents[k].unsqueeze(0).to(device=device, dtype=latent_dtype)
         v = predict(x, k)
         x = step(x, v, k)
         velocities.append(v)
         latents.append(x)
     return Denoise(
-        model_out=torch.cat(velocities).float(),
-        latents=torch.cat(latents).float(),
+        model_out=torch.cat(velocities).float().cpu(),
+        latents=torch.cat(latents).float().cpu(),
         blocks=recorder.blocks if recorder is not None and recorder.blocks else None,
     )
 
@@ -68,5 +70,5 @@ class BlockRecorder:
             return run()
         with capture_blocks(self.model) as captured:
             out = run()
-        self.blocks.update({f"step.{k}.{name}": value.float() for name, value in captured.items()})
+        self.blocks.update({f"step.{k}.{name}": value.float().cpu() for name, value in captured.items()})
         return out
