@@ -43,6 +43,11 @@ class Adapter(ABC):
     def is_reference(cls) -> bool:
         return cls.reference_priority is not None
 
+    @classmethod
+    def missing_requirement(cls) -> str | None:
+        """Why this implementation cannot run in this environment (a package it drives is absent)."""
+        return None
+
     def check_supported(self, case: Case) -> None:
         """Raise Unsupported with a reason when this implementation has no way to run `case`."""
         return None
@@ -83,6 +88,10 @@ def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
             continue
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
             raise TypeError(f"entry point {ep.name!r} is not an Adapter subclass")
+        reason = cls.missing_requirement()
+        if reason is not None:
+            missing[ep.name] = reason
+            continue
         found[ep.name] = cls
     return found, missing
 
@@ -104,7 +113,7 @@ def select_adapters(names: list[str] | None) -> dict[str, type[Adapter]]:
         return {n: c for n, c in sorted(available.items()) if c.in_default_run}
     for name in names:
         if name in missing:
-            raise InputError(f"adapter {name!r} is not available here ({missing[name]}); it needs its own environment")
+            raise InputError(f"adapter {name!r} is not available here: {missing[name]}")
         if name not in available:
             raise InputError(f"unknown adapter {name!r} (known: {', '.join(sorted(available))})")
     return {n: available[n] for n in names}

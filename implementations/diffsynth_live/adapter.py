@@ -141,6 +141,10 @@ class DiffSynthLiveAdapter(Adapter):
 
     # The installed library and the pipeline
 
+    @classmethod
+    def missing_requirement(cls) -> str | None:
+        return None if library.available() else f"the diffsynth package is not installed: {library.INSTALL_HINT}"
+
     @staticmethod
     def _library() -> Any:
         if not library.available():
