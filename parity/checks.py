@@ -13,15 +13,24 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from parity.compare import compare_ids, compare_numeric, compare_text
+from parity.compare import IdsDiff, compare_ids, compare_numeric, compare_text
 from parity.context import Context
 from parity.stages import Denoise, Embeddings, Schedule, Template, Tokens
 from parity.tolerances import Tolerance, tolerance_for
+
+# What the HTML report shows of a divergence, kept small whatever the input size.
+TEMPLATE_WINDOW_BEFORE = 1000  # characters of common text kept before the first difference
+TEMPLATE_WINDOW = 4000  # characters kept of each side, from the window start
+ALIGNED_CONTEXT = 3  # equal tokens shown around each differing span
+MAX_ALIGNED_ROWS = 200
+HEATMAP_MAX = 64  # the |obtained - expected| heatmap is max-pooled to at most this many rows and columns
 
 
 @dataclass(frozen=True)
@@ -35,19 +44,118 @@ def attended(tokens: Tokens) -> list[int]:
     return [i for i, m in zip(tokens.input_ids, tokens.attention_mask, strict=True) if m]
 
 
+def _template_window(obtained: str, expected: str, first_diff: int) -> dict[str, Any]:
+    """Both texts around their first difference, from a line start where one is near, for a side-by-side diff."""
+    start = max(0, first_diff - TEMPLATE_WINDOW_BEFORE)
+    newline = expected.find("\n", start, first_diff)
+    if start > 0 and newline != -1:
+        start = newline + 1
+    return {
+        "window_start": start,
+        "obtained_text": obtained[start : start + TEMPLATE_WINDOW],
+        "expected_text": expected[start : start + TEMPLATE_WINDOW],
+        "window_truncated": start > 0 or max(len(obtained), len(expected)) > start + TEMPLATE_WINDOW,
+    }
+
+
 def check_template(obtained: Template, expected: Template) -> StageCheck:
     diff = compare_text(obtained.text, expected.text)
-    return StageCheck(diff.equal, diff.summary(), diff.to_json())
+    detail = diff.to_json()
+    if not diff.equal and diff.first_diff is not None:
+        detail |= _template_window(obtained.text, expected.text, diff.first_diff)
+    return StageCheck(diff.equal, diff.summary(), detail)
+
+
+def _aligned_rows(
+    obtained: list[int], expected: list[int], diff: IdsDiff, decode: Callable[[int], str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The token-aligned diff as rows: each differing span with ALIGNED_CONTEXT equal tokens around it.
+
+    A row is {"op", "expected": [pos, id, token] or None, "obtained": [pos, id, token] or None};
+    a run of equal tokens left out is {"op": "gap", "skipped": n}. Returns the rows and whether
+    MAX_ALIGNED_ROWS cut them short.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def side(ids: list[int], pos: int) -> list[Any]:
+        return [pos, ids[pos], decode(ids[pos])]
+
+    def same(e0: int, o0: int, n: int, lead: bool, trail: bool) -> None:
+        """n aligned tokens from e0/o0; `lead`: a span follows, `trail`: a span precedes."""
+        keep = [k for k in range(n) if (trail and k < ALIGNED_CONTEXT) or (lead and k >= n - ALIGNED_CONTEXT)]
+        last = -1
+        for k in keep:
+            if k > last + 1:
+                rows.append({"op": "gap", "skipped": k - last - 1})
+            e, o = e0 + k, o0 + k
+            op = "equal" if expected[e] == obtained[o] else "unaligned"
+            rows.append({"op": op, "expected": side(expected, e), "obtained": side(obtained, o)})
+            last = k
+        if n > last + 1:
+            rows.append({"op": "gap", "skipped": n - last - 1})
+
+    e_at = o_at = 0
+    for n, span in enumerate(diff.spans):
+        same(e_at, o_at, span.expected_start - e_at, True, n > 0)
+        e_len = min(span.expected_end - span.expected_start, len(span.expected_ids))
+        o_len = min(span.obtained_end - span.obtained_start, len(span.obtained_ids))
+        for k in range(max(e_len, o_len)):
+            e = span.expected_start + k if k < e_len else None
+            o = span.obtained_start + k if k < o_len else None
+            rows.append({
+                "op": span.op,
+                "expected": side(expected, e) if e is not None else None,
+                "obtained": side(obtained, o) if o is not None else None,
+            })
+        cut = (span.expected_end - span.expected_start - e_len, span.obtained_end - span.obtained_start - o_len)
+        if any(cut):
+            rows.append({"op": "gap", "skipped": max(cut)})
+        e_at, o_at = span.expected_end, span.obtained_end
+    if diff.spans:
+        same(e_at, o_at, min(len(expected) - e_at, len(obtained) - o_at), False, True)
+    truncated = len(rows) > MAX_ALIGNED_ROWS
+    return rows[:MAX_ALIGNED_ROWS], truncated
 
 
 def check_tokens(obtained: Tokens, expected: Tokens, context: Context) -> StageCheck:
     tokenizer = context.tokenizer
-    diff = compare_ids(attended(obtained), attended(expected), lambda i: tokenizer.decode([i]))
+    ours, theirs = attended(obtained), attended(expected)
+    diff = compare_ids(ours, theirs, lambda i: tokenizer.decode([i]))
     padding = {
-        "obtained_padding": len(obtained.input_ids) - len(attended(obtained)),
-        "expected_padding": len(expected.input_ids) - len(attended(expected)),
+        "obtained_padding": len(obtained.input_ids) - len(ours),
+        "expected_padding": len(expected.input_ids) - len(theirs),
     }
-    return StageCheck(diff.equal, diff.summary(), diff.to_json() | padding)
+    detail = diff.to_json() | padding
+    if not diff.equal:
+        rows, truncated = _aligned_rows(ours, theirs, diff, lambda i: tokenizer.decode([i]))
+        detail |= {"aligned": rows, "aligned_truncated": truncated}
+    return StageCheck(diff.equal, diff.summary(), detail)
+
+
+def _diff_heatmap(obtained: torch.Tensor, expected: torch.Tensor) -> dict[str, Any] | None:
+    """|obtained - expected| over the common rows, max-pooled to at most HEATMAP_MAX x HEATMAP_MAX cells
+    (only kept when values lie outside the tolerance, to keep the results small).
+
+    Values keep 3 significant digits; a cell holding a non-finite pair is None. None when the two
+    sides cannot be compared or agree exactly.
+    """
+    if obtained.dim() != 2 or obtained.shape[1:] != expected.shape[1:]:
+        return None
+    rows = min(obtained.shape[0], expected.shape[0])
+    cols = obtained.shape[1]
+    if rows == 0 or cols == 0:
+        return None
+    err = (obtained[:rows].detach().cpu().double() - expected[:rows].detach().cpu().double()).abs()
+    err = torch.where(torch.isfinite(err), err, torch.nan)
+    if bool((err == 0).all()):
+        return None
+    row_step, col_step = math.ceil(rows / HEATMAP_MAX), math.ceil(cols / HEATMAP_MAX)
+    # |diff| >= 0, so zero padding never wins the max; NaN (a non-finite pair) propagates.
+    padded = torch.nn.functional.pad(err, (0, (-cols) % col_step, 0, (-rows) % row_step), value=0.0)
+    r, c = padded.shape[0] // row_step, padded.shape[1] // col_step
+    pooled = padded.reshape(r, row_step, c, col_step).amax(dim=(1, 3))
+    values = [[float(f"{v:.3g}") if math.isfinite(v) else None for v in row] for row in pooled.tolist()]
+    return {"rows": rows, "cols": cols, "rows_per_cell": row_step, "cols_per_cell": col_step, "values": values}
 
 
 def check_embeddings(obtained: Embeddings, expected: Embeddings, dtype: str) -> StageCheck:
@@ -63,7 +171,11 @@ def check_embeddings(obtained: Embeddings, expected: Embeddings, dtype: str) -> 
             f"({handed['obtained_rows_handed'] - obtained.valid.shape[0]} masked) where the reference hands "
             f"{handed['expected_rows_handed']}; valid rows: {summary}"
         )
-    return StageCheck(passed, summary, diff.to_json() | handed | {"tolerance_evidence": tolerance.to_json()})
+    detail = diff.to_json() | handed | {"tolerance_evidence": tolerance.to_json()}
+    heatmap = _diff_heatmap(obtained.valid, expected.valid) if diff.mismatched else None
+    if heatmap is not None:
+        detail["diff_heatmap"] = heatmap
+    return StageCheck(passed, summary, detail)
 
 
 def check_schedule(obtained: Schedule, expected: Schedule) -> StageCheck:

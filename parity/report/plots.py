@@ -1,0 +1,244 @@
+"""Small inline PNG figures for the HTML report (matplotlib, Agg, no pyplot state).
+
+Every function takes what the results JSON holds and returns a `data:image/png;base64,...` URI,
+or None when there is nothing worth drawing. Figures are small (about 90 dpi, a few inches wide)
+and their data already downsampled by parity/checks.py, so the default suite's report stays a
+few hundred kilobytes and renders in a few seconds. The PNG carries no metadata, so the same
+results always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from PIL import Image
+
+DPI = 80
+COLORS = 96  # palette size of the PNGs
+PALETTE = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+]
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def color(adapter: str, adapters: Sequence[str]) -> str:
+    """One colour per adapter, the same in every figure of a report."""
+    index = list(adapters).index(adapter) if adapter in adapters else len(adapters)
+    return PALETTE[index % len(PALETTE)]
+
+
+def _figure(width: float, height: float, left: float = 0.6, right: float = 0.15, bottom: float = 0.42,
+            top: float = 0.25, wspace: float = 0.3, hspace: float = 0.6) -> Figure:
+    """A figure with fixed margins in inches (a layout engine would cost most of the drawing time)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace, hspace=hspace)
+    return fig
+
+
+def _uri(fig: Figure) -> str:
+    """The figure as a palette PNG data URI (a quarter of the bytes of an RGB one, same look at this size)."""
+    canvas = fig.canvas
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(colors=COLORS, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    image.save(buf, format="png", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _positive(values: Sequence[float | None]) -> np.ndarray:
+    """Values for a log axis: zero and missing become NaN (not drawn)."""
+    return np.array([v if v is not None and v > 0 else np.nan for v in values], dtype=float)
+
+
+def _short(name: str, limit: int = 28) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def embeddings_figure(entries: list[tuple[str, dict[str, Any]]], adapters: Sequence[str]) -> str | None:
+    """Per adapter: a |diff| heatmap (tokens x channels, max-pooled) and the per-token max abs error.
+
+    `entries`: (adapter, embeddings detail) for the adapters to show.
+    """
+    shown = [(a, d) for a, d in entries if d.get("diff_heatmap") or d.get("per_row_max_abs")]
+    if not shown:
+        return None
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(9.0, 1.9 * len(shown) + 0.3, wspace=0.3, hspace=0.75)
+        axes = fig.subplots(len(shown), 2, squeeze=False, width_ratios=[1.2, 1])
+        for (adapter, detail), (heat_ax, bar_ax) in zip(shown, axes, strict=True):
+            atol = (detail.get("tolerance") or {}).get("atol")
+            heat = detail.get("diff_heatmap")
+            if heat:
+                values = np.array([[np.nan if v is None else v for v in row] for row in heat["values"]], dtype=float)
+                positive = values[values > 0]
+                if positive.size:
+                    norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max())
+                    image = heat_ax.imshow(
+                        np.where(values > 0, values, np.nan), aspect="auto", interpolation="nearest",
+                        cmap="magma", norm=norm,
+                        extent=(0, heat["cols"], heat["rows"], 0),
+                    )
+                    fig.colorbar(image, ax=heat_ax, label="|obtained − expected|", fraction=0.05, pad=0.02)
+                heat_ax.grid(False)
+                heat_ax.set_xlabel(f"channel (max over {heat['cols_per_cell']} per cell)")
+                per_row = heat["rows_per_cell"]
+                heat_ax.set_ylabel(f"token (max over {per_row})" if per_row > 1 else "token")
+                heat_ax.set_title(f"{_short(adapter)}: |diff| over {heat['rows']} x {heat['cols']} compared values")
+            else:
+                heat_ax.axis("off")
+                heat_ax.text(0.5, 0.5, f"{_short(adapter)}: no difference to map", ha="center", va="center")
+            rows = detail.get("per_row_max_abs") or []
+            step = detail.get("rows_per_entry", 1)
+            if rows:
+                x = np.arange(len(rows)) * step
+                y = _positive(rows)
+                bar_ax.bar(x, np.nan_to_num(y, nan=0.0), width=step * 0.9, align="edge",
+                           color=color(adapter, adapters))
+                if np.isfinite(y).any():
+                    bar_ax.set_yscale("log")
+                if atol:
+                    bar_ax.axhline(atol, color="k", linestyle="--", linewidth=0.8, label=f"atol {atol:g}")
+                    bar_ax.legend(loc="upper right")
+                bar_ax.set_xlabel("token position" + (f" (max over {step})" if step > 1 else ""))
+                bar_ax.set_ylabel("max abs error")
+                ours, theirs = (detail.get(key) or ["?"] for key in ("obtained_shape", "expected_shape"))
+                shapes = f"{ours[0]} rows vs reference {theirs[0]}"
+                bar_ax.set_title(f"per-token max abs error ({shapes})")
+            else:
+                bar_ax.axis("off")
+        return _uri(fig)
+
+
+def schedule_figure(
+    expected: Sequence[float], obtained: list[tuple[str, Sequence[float]]], adapters: Sequence[str]
+) -> str | None:
+    """Sigma schedules overlaid (the reference's thick and grey), and each adapter's difference from it."""
+    if not expected or not obtained:
+        return None
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(9.0, 2.6)
+        left, right = fig.subplots(1, 2)
+        ref = np.array(expected, dtype=float)
+        left.plot(np.arange(len(ref)), ref, color="#999", linewidth=4, alpha=0.6, label="reference")
+        markers = "os^vD<>px*"
+        for n, (adapter, sigmas) in enumerate(obtained):
+            values = np.array(sigmas, dtype=float)
+            c = color(adapter, adapters)
+            left.plot(np.arange(len(values)), values, marker=markers[n % len(markers)], markersize=3,
+                      linewidth=1, color=c, label=_short(adapter))
+            common = min(len(values), len(ref))
+            right.plot(np.arange(common), values[:common] - ref[:common], marker=markers[n % len(markers)],
+                       markersize=3, linewidth=1, color=c, label=_short(adapter))
+        left.set_xlabel("step")
+        left.set_ylabel("sigma")
+        left.set_title("sigma schedules")
+        left.legend(loc="lower left")
+        right.axhline(0, color="k", linewidth=0.6)
+        right.set_xlabel("step")
+        right.set_ylabel("sigma − reference sigma")
+        right.set_title("difference from the reference schedule")
+        return _uri(fig)
+
+
+def denoise_figure(
+    entries: list[tuple[str, dict[str, Any], dict[str, Any] | None]], adapters: Sequence[str], mode: str
+) -> str | None:
+    """Per-step max abs error of the velocity and of the latent, one line per adapter.
+
+    `entries`: (adapter, detail from this run, detail from a run in the other mode or None). This
+    run's lines are solid, the other mode's dashed.
+    """
+    drawn = [e for e in entries if e[1].get("model_out_max_abs") is not None]
+    if not drawn:
+        return None
+    other = "forced" if mode == "free" else "free"
+    this = "free-running" if mode == "free" else "teacher-forced"
+    with matplotlib.rc_context(STYLE):
+        width, legend_width = 10.0, 2.3
+        fig = _figure(width, 2.8, right=legend_width + 0.1)
+        axes = fig.subplots(1, 2)
+        atol = None
+        for adapter, detail, companion in drawn:
+            atol = ((detail.get("tolerance_evidence") or {}).get("tolerance") or {}).get("atol", atol)
+            c = color(adapter, adapters)
+            for ax, key in ((axes[0], "model_out_max_abs"), (axes[1], "latents_max_abs")):
+                for run, style, suffix in ((detail, "-", ""), (companion, "--", f" ({other})")):
+                    if not run or run.get(key) is None:
+                        continue
+                    values = _positive(run[key])
+                    if not np.isfinite(values).any():
+                        continue
+                    ax.plot(np.arange(len(values)), values, style, marker="o", markersize=3, linewidth=1,
+                            color=c, label=_short(adapter) + suffix)
+            first = detail.get("first_divergent_step")
+            if first is not None:
+                values = _positive(detail["model_out_max_abs"])
+                if first < len(values) and math.isfinite(values[first]):
+                    axes[0].plot([first], [values[first]], marker="x", markersize=8, color=c)
+        for ax, title, xlabel in (
+            (axes[0], "velocity (model output) per step", "step"),
+            (axes[1], "latent after each step (0 = initial noise)", "latent index"),
+        ):
+            ax.set_yscale("log")
+            if atol:
+                ax.axhline(atol, color="k", linestyle=":", linewidth=0.8, label=f"atol {atol:g}")
+            ax.set_title(title if any(c for _, _, c in drawn) else f"{title}, {this}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("max abs error")
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - legend_width / width, 0.5),
+                       frameon=False)
+        return _uri(fig)
+
+
+def blocks_figure(entries: list[tuple[str, dict[str, Any]]], adapters: Sequence[str]) -> str | None:
+    """Per adapter: each DiT block's max abs error at the traced step, failing blocks in red."""
+    shown = [(a, d) for a, d in entries if d.get("blocks")]
+    if not shown:
+        return None
+    with matplotlib.rc_context(STYLE):
+        height = max(1.6, 0.22 * max(len(d["blocks"]) for _, d in shown) + 0.8)
+        fig = _figure(min(9.0, 3.4 * len(shown) + 1.0), height, left=1.3, wspace=0.9)
+        axes = fig.subplots(1, len(shown), squeeze=False)[0]
+        for ax, (adapter, detail) in zip(axes, shown, strict=True):
+            names = list(detail["blocks"])
+            values = _positive([detail["blocks"][n].get("max_abs") for n in names])
+            colors = ["#d62728" if not detail["blocks"][n].get("passed") else "#2ca02c" for n in names]
+            y = np.arange(len(names))
+            ax.barh(y, np.nan_to_num(values, nan=0.0), color=colors)
+            ax.set_yticks(y, [_short(n, 22) for n in names])
+            ax.invert_yaxis()
+            if np.isfinite(values).any():
+                ax.set_xscale("log")
+            atol = (detail["blocks"][names[0]].get("tolerance") or {}).get("atol") if names else None
+            if atol:
+                ax.axvline(atol, color="k", linestyle="--", linewidth=0.8)
+            first = detail.get("first_divergent_block")
+            ax.set_title(f"{_short(adapter)}, step {detail.get('blocks_step')}: " + (first or "all within"))
+            ax.set_xlabel("max abs error (teacher-forced)")
+        return _uri(fig)
