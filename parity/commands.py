@@ -34,23 +34,31 @@ def run(args: argparse.Namespace) -> int:
     expectations = load_expectations(args.fixtures / "expectations.toml")
     store = FixtureStore(args.fixtures)
     stages = tuple(args.stages) if args.stages else STAGES
-    runs = []
-    for group in groups(cases, args.adapters, _options(args)):
-        runner = Runner(
-            group.context, group.adapters, group.references, store, expectations,
-            stages=stages, mode=args.mode, reference=args.reference, dump=args.dump, blocks=args.blocks,
-        )
-        runs.append(runner.run(group.cases))
-    result = merge(runs)
+    modes = [args.mode] + (["forced"] if args.with_forced and args.mode == "free" else [])
+    results = []
+    for mode in modes:
+        runs = []
+        for group in groups(cases, args.adapters, _options(args)):
+            runner = Runner(
+                group.context, group.adapters, group.references, store, expectations,
+                stages=stages, mode=mode, reference=args.reference, dump=args.dump if mode == args.mode else None,
+                blocks=args.blocks,
+            )
+            runs.append(runner.run(group.cases))
+        results.append(merge(runs))
+    result = results[0]
     data = result.to_json()
+    # The other mode rides along so the report can overlay its per-step curves.
+    data["companions"] = [r.to_json() for r in results[1:]]
     if args.json:
         atomic_write_bytes(args.json, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
     if args.report:
         from parity.report.html import write_html
 
         write_html(data, args.report)
-    _print_summary(result)
-    return result.exit_code
+    for r in results:
+        _print_summary(r)
+    return max(r.exit_code for r in results)
 
 
 def _print_summary(result) -> None:
