@@ -1,0 +1,16 @@
+"""The analysis report (`parity tables`): tables and claim verdicts computed by running the adapters.
+
+Nothing in a table is typed by hand. Each cell is an observation made by running an adapter on a
+small probe case built in code, through the calls a comparison makes (`parity.execute.execute`,
+the adapter's own methods), and watching what it hands on:
+
+  lab.py           every adapter, one instance per dtype (one Context per dtype), and a memo of results
+  watch.py         what the DiT is handed, seen from outside through global module hooks
+  text.py          observations of the text path (think tokens, template source, padding, lengths...)
+  sampling.py      observations of the sampling path (alignment, schedule, time input, guidance...)
+  differences.py   the 'Implementation differences' table: one row per difference, one column per adapter
+  capabilities.py  the 'Capabilities' table: what each adapter can run at all
+  claims.py        the claims ledger (fixtures/claims.toml): statements tied to registered checks
+  markdown.py      GitHub-flavoured Markdown cells and tables
+  command.py       `parity tables`: the document, stdout, --out, --check
+"""
