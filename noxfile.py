@@ -40,17 +40,17 @@ def install_project(session: nox.Session) -> None:
 
 @nox.session
 def parity(session: nox.Session) -> None:
-    """Run the case suite against the golden fixtures, free-running and teacher-forced; write
-    reports/parity.{html,json}.
+    """Run the case suite against the golden fixtures, free-running and teacher-forced, naming the
+    first divergent DiT block of every denoise divergence; write reports/parity.{html,json}; then
+    print the observed-differences tables and check the claims ledger (reports/tables.md).
 
-    Fails (exit 1) on any divergence not declared in fixtures/expectations.toml, and on a
-    declared one that no longer happens. Extra arguments go to `parity run`.
+    Fails (exit 1) on any divergence not declared in fixtures/expectations.toml, on a declared one
+    that no longer happens, and on a claim whose verdict moved. Extra arguments go to `parity run`.
     """
     install_project(session)
-    session.run(
-        "parity", "run", "--with-forced", "--report", "reports/parity.html", "--json", "reports/parity.json",
-        *session.posargs,
-    )
+    report = ["--report", "reports/parity.html", "--json", "reports/parity.json"]
+    session.run("parity", "run", "--with-forced", "--blocks", *report, *session.posargs)
+    session.run("parity", "tables", "--check", "--out", "reports/tables.md")
 
 
 # The report test opens the HTML report in headless Chromium (Debian's package). CI runs as root on

@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--changelog", type=Path, default=Path("reports/fixture-changelog.md"))
     _common(fixtures)
 
+    tables = sub.add_parser(
+        "tables", help="Markdown tables of observed implementation differences, capabilities and claims"
+    )
+    tables.add_argument(
+        "--adapters", type=_csv, help="comma-separated adapter names, one column each (default: every default one)"
+    )
+    tables.add_argument("--claims", type=Path, help="the claims ledger (default: <fixtures>/claims.toml)")
+    tables.add_argument("--out", type=Path, help="also write the Markdown here")
+    tables.add_argument("--check", action="store_true", help="exit 1 when a verdict differs from the ledger's")
+    tables.add_argument("--checkpoint", type=Path, help="a Z-Image checkpoint folder (replaces the tiny defaults)")
+    tables.add_argument("--device", default="cpu")
+    tables.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
+
     report = sub.add_parser("report", help="render the HTML report from a results JSON")
     report.add_argument("--json", type=Path, default=Path("reports/parity.json"))
     report.add_argument("--out", type=Path, default=Path("reports/parity.html"))

@@ -193,6 +193,12 @@ def _check(store: FixtureStore, cases) -> int:
     return 1 if problems else 0
 
 
+def tables(args: argparse.Namespace) -> int:
+    from parity.analysis.command import tables_command
+
+    return tables_command(args)
+
+
 def report(args: argparse.Namespace) -> int:
     from parity.report.html import write_html
 

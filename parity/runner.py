@@ -75,6 +75,8 @@ class RunResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     cross: list[CrossCheck] = field(default_factory=list)
+    # The manifest entry (files, case hash, provenance) of each golden fixture compared against.
+    fixtures: dict[str, Any] = field(default_factory=dict)
 
     def first_divergence(self, case: str, adapter: str) -> StageResult | None:
         return next(
@@ -100,6 +102,7 @@ class RunResult:
             "environment": self.environment,
             "warnings": self.warnings,
             "cross": [asdict(c) for c in self.cross],
+            "fixtures": self.fixtures,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -117,6 +120,7 @@ def merge(runs: list[RunResult]) -> RunResult:
         seconds=sum(r.seconds for r in runs),
         warnings=sorted({w for r in runs for w in r.warnings}),
         cross=[c for r in runs for c in r.cross],
+        fixtures={k: v for r in runs for k, v in r.fixtures.items()},
     )
 
 
@@ -226,6 +230,9 @@ class Runner:
             seconds=time.perf_counter() - start,
             warnings=warnings,
             cross=cross,
+            fixtures={
+                self.store.key(c.id, references[c.id]): self.store.entry(c.id, references[c.id]) for c in cases
+            },
         )
 
     def _wanted(self, case: Case) -> list[str]:
