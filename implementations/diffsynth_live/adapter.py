@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -54,9 +53,10 @@ import transformers
 
 from implementations.diffsynth_live import library
 from implementations.zimage.dit_capture import capture_blocks
+from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
-from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
+from parity.stages import Denoise, DenoiseInputs, Schedule
 
 # What the prompt unit is asked to encode in a sampling call; the replacement unit maps these to the
 # given embeddings (only the prompt unit reads the prompt).
@@ -118,25 +118,18 @@ def _no_prints() -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class _Observed:
-    template: Template
-    tokens: Tokens
-    embeddings: Embeddings
-
-
-class DiffSynthLiveAdapter(Adapter):
+class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
     name: ClassVar[str] = "diffsynth_live"
     summary: ClassVar[str] = (
         f"the installed DiffSynth-Studio {library.installed_version() or '(not installed)'} ZImagePipeline (live)"
     )
     reference_priority: ClassVar[int | None] = 2
+    text_call: ClassVar[str] = "DiffSynth's prompt unit"
     # It needs the references environment; elsewhere every row would read "not supported".
     in_default_run: ClassVar[bool] = False
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._observed: dict[tuple[str, str], _Observed] = {}
         self._dit: torch.nn.Module | None = None
 
     # The installed library and the pipeline
@@ -224,55 +217,20 @@ class DiffSynthLiveAdapter(Adapter):
         if not case.is_plain_prompt:
             raise Unsupported("DiffSynth's ZImagePipeline encodes a single user prompt only")
 
-    def _observe(self, case: Case) -> _Observed:
-        key = (case.id, case.user_text)
-        if key in self._observed:
-            return self._observed[key]
+    def observe_text(self, case: Case) -> ObservedText:
         lib = self._library()
         # No DiT assigned: the unit then takes the branch a Turbo DiT (no SigLIP embedder) selects,
         # `encode_prompt`, without loading DiT weights for a text-only case.
         pipe = self._pipeline(dit=None)
-        seen: dict[str, torch.Tensor] = {}
-
-        def record(_module: torch.nn.Module, _args: tuple, kwargs: dict) -> None:
-            seen["input_ids"] = kwargs["input_ids"][0].cpu()
-            seen["attention_mask"] = kwargs["attention_mask"][0].cpu()
-
         shared = {"cfg_scale": 1.0, "edit_image": None}
         positive, negative = {"prompt": case.user_text}, {"negative_prompt": ""}
         unit = self._unit(pipe, lib.PromptEmbedder)
-        hook = pipe.text_encoder.register_forward_pre_hook(record, with_kwargs=True)
-        try:
-            with torch.no_grad():
-                _, positive, _ = pipe.unit_runner(unit, pipe, shared, positive, negative)
-        finally:
-            hook.remove()
+        with recording_encoder_inputs(pipe.text_encoder) as seen, torch.no_grad():
+            _, positive, _ = pipe.unit_runner(unit, pipe, shared, positive, negative)
         tokenized = pipe.tokenizer.tokenized
         if len(tokenized) != 1:
             raise RuntimeError(f"expected one string handed to the tokenizer, got {len(tokenized)}")
-        rows = positive["prompt_embeds"][0].cpu()
-        observed = _Observed(
-            template=Template(tokenized[0]),
-            tokens=Tokens(seen["input_ids"].tolist(), seen["attention_mask"].long().tolist()),
-            embeddings=Embeddings(rows, torch.ones(rows.shape[0], dtype=torch.bool)),
-        )
-        self._observed[key] = observed
-        return observed
-
-    def template(self, case: Case) -> Template:
-        return self._observe(case).template
-
-    def tokens(self, case: Case, template: Template) -> Tokens:
-        observed = self._observe(case)
-        if template != observed.template:
-            raise Unsupported("DiffSynth's prompt unit renders its own template; it cannot tokenize another one")
-        return observed.tokens
-
-    def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
-        observed = self._observe(case)
-        if tokens != observed.tokens:
-            raise Unsupported("DiffSynth's prompt unit tokenizes its own template; it cannot encode other tokens")
-        return observed.embeddings
+        return ObservedText.of(tokenized[0], seen, positive["prompt_embeds"][0].cpu())
 
     # Sampling stages
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import diffusers
@@ -28,9 +27,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTra
 
 from implementations.diffusers_live.schedule import diffusers_schedule
 from implementations.zimage.dit_capture import capture_blocks
+from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
-from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
+from parity.stages import Denoise, DenoiseInputs, Schedule
 
 
 class _StepCapture:
@@ -69,21 +69,14 @@ class _StepCapture:
                 handle.remove()
 
 
-@dataclass(frozen=True)
-class _Observed:
-    template: Template
-    tokens: Tokens
-    embeddings: Embeddings
-
-
-class DiffusersAdapter(Adapter):
+class DiffusersAdapter(ObservedTextStages, Adapter):
     name: ClassVar[str] = "diffusers"
     summary: ClassVar[str] = f"the installed diffusers {diffusers.__version__} ZImagePipeline (live)"
     reference_priority: ClassVar[int | None] = 0
+    text_call: ClassVar[str] = "encode_prompt"
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._observed: dict[str, _Observed] = {}
         self._pipe: ZImagePipeline | None = None
         self._transformer: ZImageTransformer2DModel | None = None
 
@@ -103,48 +96,15 @@ class DiffusersAdapter(Adapter):
             )
         return self._pipe
 
-    def _observe(self, case: Case) -> _Observed:
-        if case.id in self._observed:
-            return self._observed[case.id]
+    def observe_text(self, case: Case) -> ObservedText:
         pipe = self._pipeline()
-        seen: dict[str, torch.Tensor] = {}
-
-        def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-            seen["input_ids"] = kwargs["input_ids"][0].cpu()
-            seen["attention_mask"] = kwargs["attention_mask"][0].cpu()
-
         prompts = [case.user_text]
-        hook = pipe.text_encoder.register_forward_pre_hook(record, with_kwargs=True)
-        try:
-            with torch.inference_mode():
-                embeds, _ = pipe.encode_prompt(
-                    prompt=prompts, device=torch.device(self.context.device), do_classifier_free_guidance=False
-                )
-        finally:
-            hook.remove()
-        rows = embeds[0].cpu()
-        observed = _Observed(
-            template=Template(prompts[0]),
-            tokens=Tokens(seen["input_ids"].tolist(), seen["attention_mask"].long().tolist()),
-            embeddings=Embeddings(rows, torch.ones(rows.shape[0], dtype=torch.bool)),
-        )
-        self._observed[case.id] = observed
-        return observed
-
-    def template(self, case: Case) -> Template:
-        return self._observe(case).template
-
-    def tokens(self, case: Case, template: Template) -> Tokens:
-        observed = self._observe(case)
-        if template != observed.template:
-            raise Unsupported("encode_prompt renders its own template; it cannot tokenize another one")
-        return observed.tokens
-
-    def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
-        observed = self._observe(case)
-        if tokens != observed.tokens:
-            raise Unsupported("encode_prompt tokenizes its own template; it cannot encode other tokens")
-        return observed.embeddings
+        with recording_encoder_inputs(pipe.text_encoder) as seen, torch.inference_mode():
+            embeds, _ = pipe.encode_prompt(
+                prompt=prompts, device=torch.device(self.context.device), do_classifier_free_guidance=False
+            )
+        # encode_prompt overwrote our list in place with the string it rendered.
+        return ObservedText.of(prompts[0], seen, embeds[0].cpu())
 
     def schedule(self, case: Case) -> Schedule:
         return diffusers_schedule(case.steps, case.shift)
