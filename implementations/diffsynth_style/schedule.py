@@ -12,11 +12,11 @@ Read from `diffsynth` 2.1.12 (the PyPI wheel): `FlowMatchScheduler.set_timesteps
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from implementations.zimage.schedule_inputs import check_schedule_inputs
 from parity.errors import InputError
 from parity.stages import Schedule
 
@@ -58,12 +58,7 @@ def diffsynth_schedule(
     function sees it. `model_t` is the embedder's input divided by 1000, to compare with the
     implementations that feed `1 - sigma` and scale inside the DiT.
     """
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    if not 0 < shift < math.inf:
-        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
-    if not 0 < denoise <= 1:
-        raise InputError(f"denoise must be in (0, 1], got {denoise}")
+    check_schedule_inputs(steps, shift, denoise)
     # Nearest-entry replacement keeps the timesteps in order, but a target outside the training
     # range would give a sigma above 1 or below the terminal 0.
     if target_timesteps is not None and not all(0 <= t <= _NUM_TRAIN_TIMESTEPS for t in target_timesteps):

@@ -15,8 +15,6 @@ scheduler that way gives the old numbers.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.z_image.pipeline_z_image import (
@@ -25,7 +23,7 @@ from diffusers.pipelines.z_image.pipeline_z_image import (
     retrieve_timesteps,
 )
 
-from parity.errors import InputError
+from implementations.zimage.schedule_inputs import check_schedule_inputs
 from parity.stages import Schedule
 
 # The pipeline derives mu from the latent size; with `use_dynamic_shifting=False` (the Turbo
@@ -39,10 +37,7 @@ def diffusers_schedule(steps: int, shift: float = 3.0, legacy: bool = False) -> 
 
     `legacy` gives what diffusers 0.36-0.38 computed (see the module docstring).
     """
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    if not 0 < shift < math.inf:
-        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
+    check_schedule_inputs(steps, shift)
     # Z-Image-Turbo's scheduler/scheduler_config.json, with the shift made a parameter.
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
     config = scheduler.config

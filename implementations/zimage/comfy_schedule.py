@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 import torch
 
+from implementations.zimage.schedule_inputs import check_schedule_inputs
 from parity.errors import InputError
 from parity.stages import Schedule
 
@@ -92,12 +93,7 @@ SCHEDULERS: Mapping[str, Callable[[_DiscreteFlow, int], torch.Tensor]] = Mapping
 
 def comfyui_schedule(steps: int, shift: float = 3.0, scheduler: str = "simple", denoise: float = 1.0) -> Schedule:
     """The sigmas a stock ComfyUI KSampler (euler) steps through and the time NextDiT embeds."""
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    if not 0 < shift < math.inf:
-        raise InputError(f"shift must be a finite number greater than 0, got {shift}")
-    if not 0 < denoise <= 1:
-        raise InputError(f"denoise must be in (0, 1], got {denoise}")
+    check_schedule_inputs(steps, shift, denoise)
     if scheduler not in SCHEDULERS:
         raise InputError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     sampling = _DiscreteFlow(shift)
