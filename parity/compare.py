@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "compare_ids",
     "compare_numeric",
     "compare_text",
+    "first_non_finite",
     "visible",
 ]
 
@@ -526,3 +527,8 @@ def compare_numeric(obtained: torch.Tensor, expected: torch.Tensor, tol: Toleran
         rows_per_entry=rows_per_entry,
         passed=not shape_mismatch and mismatched == 0,
     )
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first name, in the mapping's order, whose tensor holds a NaN or an infinity."""
+    return next((name for name, value in tensors.items() if not bool(torch.isfinite(value).all())), None)

@@ -120,11 +120,3 @@ def decode(tensor_bytes: bytes, json_bytes: bytes, where: str) -> StageOutputs:
         blocks = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         out.denoise = Denoise(tensors["denoise.model_out"], tensors["denoise.latents"], blocks or None)
     return out
-
-
-def read_outputs(directory: Path, name: str) -> StageOutputs:
-    st, js = directory / f"{name}.safetensors", directory / f"{name}.json"
-    for path in (st, js):
-        if not path.is_file():
-            raise InputError(f"missing file: {path}")
-    return decode(st.read_bytes(), js.read_bytes(), str(st))

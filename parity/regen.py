@@ -21,7 +21,8 @@ from parity.checks import check_stage
 from parity.environment import environment
 from parity.errors import InputError
 from parity.fixtures import FixtureStore
-from parity.models.deterministic import state_dict_sha256
+from parity.models.dit import weights_sha256 as dit_sha256
+from parity.models.text_encoder import weights_sha256 as text_encoder_sha256
 from parity.runner import produce
 from parity.stages import STAGES
 from parity.suite import Group, Options, groups
@@ -38,8 +39,8 @@ def _provenance(group: Group) -> dict[str, Any]:
         tokenizer = {"checkpoint": str(Path(context.checkpoint) / "tokenizer")}
     return {
         "environment": environment(context),
-        "text_encoder_sha256": state_dict_sha256(context.text_encoder.state_dict()),
-        "dit_sha256": state_dict_sha256(context.dit_state_dict),
+        "text_encoder_sha256": text_encoder_sha256(context.text_encoder),
+        "dit_sha256": dit_sha256(context.dit_state_dict),
         "tokenizer": tokenizer,
         "tolerance": {
             stage: tolerance_for(stage, "fp32" if stage == "schedule" else context.dtype).to_json()

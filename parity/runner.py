@@ -19,12 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.checks import check_stage
-from parity.compare import compare_numeric
+from parity.compare import compare_numeric, first_non_finite
 from parity.context import Context
 from parity.environment import environment
 from parity.errors import InputError
@@ -77,12 +75,6 @@ class RunResult:
     cross: list[CrossCheck] = field(default_factory=list)
     # The manifest entry (files, case hash, provenance) of each golden fixture compared against.
     fixtures: dict[str, Any] = field(default_factory=dict)
-
-    def first_divergence(self, case: str, adapter: str) -> StageResult | None:
-        return next(
-            (r for r in self.results if r.case == case and r.adapter == adapter and r.status in (DECLARED, UNEXPECTED)),
-            None,
-        )
 
     @property
     def failures(self) -> list[StageResult]:
@@ -318,7 +310,7 @@ class Runner:
             rerun, _ = execute(adapter, case, "denoise", None, capture_blocks=(nonfinite,))
             blocks = (rerun.denoise.blocks or {}) if rerun.denoise is not None else {}
             # Captured in execution order, so the first non-finite block is where it started.
-            block = next((key for key, value in blocks.items() if not bool(torch.isfinite(value).all())), None)
+            block = first_non_finite(blocks)
             if block is not None:
                 result.detail["first_nonfinite_block"] = block.split(".", 2)[2]
                 result.summary += f", first in block {result.detail['first_nonfinite_block']}"

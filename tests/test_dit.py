@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from safetensors.torch import save_file
 
 from implementations.zimage.dit import COMFYUI, DIFFSYNTH, DIFFUSERS, DiTConfig, DiTVariant, ZImageDiT
-from implementations.zimage.dit_capture import capture_blocks, first_non_finite
+from implementations.zimage.dit_capture import capture_blocks
+from parity.compare import first_non_finite
 from parity.errors import InputError
 from parity.models.convert import fuse_qkv
 from parity.models.dit import (

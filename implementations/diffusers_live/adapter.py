@@ -145,7 +145,7 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
         scheduler.step = recording_step
         forced = inputs.forced_latents
 
-        def on_step_end(pipeline: ZImagePipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
+        def on_step_end(_pipeline: ZImagePipeline, i: int, _t: torch.Tensor, kwargs: dict) -> dict:
             results.append(kwargs["latents"].detach().float().clone())
             if forced is not None and i + 1 < case.steps:
                 return {"latents": forced[i + 1].unsqueeze(0).float()}

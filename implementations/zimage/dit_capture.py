@@ -15,7 +15,7 @@ samples.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -69,8 +69,3 @@ def capture_blocks(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-def first_non_finite(blocks: Mapping[str, torch.Tensor]) -> str | None:
-    """The first block, in capture (execution) order, whose output holds a NaN or an infinity."""
-    return next((name for name, out in blocks.items() if not bool(torch.isfinite(out).all())), None)

@@ -88,7 +88,6 @@ class ThinkTokens:
     template: str
     ids: list[int]  # attended ids of the short prompt
     think_id: int
-    end_think_id: int
     positions: list[int]  # where <think> occurs in `ids`
     inner: str | None  # the text between the first <think> and the </think> after it (None: no pair)
 
@@ -118,7 +117,7 @@ def think_tokens(lab: Lab, name: str) -> ThinkTokens:
         if positions and end in ids[positions[0] :]:
             inside = ids[positions[0] + 1 : ids.index(end, positions[0])]
             inner = lab.tokenizer.decode(inside)
-        return ThinkTokens(out.template.text, ids, think, end, positions, inner)
+        return ThinkTokens(out.template.text, ids, think, positions, inner)
 
     return lab.memo(("think", name), compute)
 

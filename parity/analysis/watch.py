@@ -32,7 +32,6 @@ class TimeCall:
     values: list[float]
     input_dtype: torch.dtype
     compute_dtypes: tuple[torch.dtype, ...] = ()
-    output_dtype: torch.dtype | None = None
     finished: bool = False
 
     @property
@@ -91,7 +90,6 @@ def watch_dit() -> Iterator[DiTLog]:
             call.compute_dtypes = tuple(dict.fromkeys(mode.dtypes))
             if seen is module:
                 call.finished = isinstance(output, torch.Tensor)
-                call.output_dtype = output.dtype if isinstance(output, torch.Tensor) else None
                 return
 
     def before(module: torch.nn.Module, args: tuple) -> None:
