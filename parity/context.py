@@ -35,9 +35,17 @@ class Context:
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The checkpoint's `tokenizer/`, else the reference one (a ComfyUI checkpoint has none; ComfyUI
+        bundles its own copy of the Qwen vocabulary, identical to the reference since 2025-12-01)."""
         from parity.tokenizer import load_tokenizer
 
-        return load_tokenizer(self.checkpoint, cache_dir=self.cache_dir)
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            from parity.models.checkpoint import detect
+
+            if detect(checkpoint).kind == "comfyui":
+                checkpoint = None
+        return load_tokenizer(checkpoint, cache_dir=self.cache_dir)
 
     @cached_property
     def text_encoder(self) -> torch.nn.Module:

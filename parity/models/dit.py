@@ -101,9 +101,15 @@ def _transformer_folder(checkpoint: Path) -> Path:
 
 
 def load_dit_config(checkpoint: Path | None) -> dict[str, Any]:
-    """The DiT config (diffusers format): the tiny one, or `<checkpoint>/transformer/config.json`."""
+    """The DiT config (diffusers format): the tiny one, `<checkpoint>/transformer/config.json`, or
+    the one a ComfyUI DiT file's shapes imply (`parity.models.checkpoint`)."""
     if checkpoint is None:
         return tiny_dit_config()
+    from parity.models import checkpoint as layouts
+
+    layout = layouts.detect(checkpoint)
+    if layout.kind == "comfyui":
+        return layouts.dit_config(layout)
     path = _transformer_folder(checkpoint) / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -139,13 +145,19 @@ def _name_some(names: list[str], limit: int = 5) -> str:
 
 
 def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
-    """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped.
+    """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped
+    (a diffusers `transformer/` or a ComfyUI DiT file: `parity.models.checkpoint`).
 
     A checkpoint must hold exactly the keys its config implies; missing or unexpected keys are an
     InputError that names the first few.
     """
     if checkpoint is None:
         return tiny_dit_state_dict()
+    from parity.models import checkpoint as layouts
+
+    layout = layouts.detect(checkpoint)
+    if layout.kind == "comfyui":
+        return layouts.dit_state_dict(layout)
     folder = _transformer_folder(checkpoint)
     try:
         expected = expected_shapes(load_dit_config(checkpoint))

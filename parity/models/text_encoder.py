@@ -64,8 +64,15 @@ def build_tiny_text_encoder(device: str = "cpu", dtype: torch.dtype = torch.floa
 def load_text_encoder(
     checkpoint: Path | None, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
+    """The tiny encoder, a diffusers checkpoint's `text_encoder/`, or a ComfyUI text-encoder file
+    (`parity.models.checkpoint`)."""
     if checkpoint is None:
         return build_tiny_text_encoder(device, dtype)
+    from parity.models import checkpoint as layouts
+
+    layout = layouts.detect(checkpoint)
+    if layout.kind == "comfyui":
+        return layouts.text_encoder(layout, device=device, dtype=dtype)
     folder = checkpoint / "text_encoder"
     if not folder.is_dir():
         raise InputError(f"checkpoint {checkpoint} has no text_encoder/ folder")
