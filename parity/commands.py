@@ -9,6 +9,7 @@ from pathlib import Path
 
 from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
+from parity.context import Context
 from parity.errors import InputError
 from parity.expectations import load_expectations
 from parity.fixtures import FixtureStore
@@ -72,11 +73,10 @@ def _print_summary(result) -> None:
 
 
 def tokenize(args: argparse.Namespace) -> int:
-    from parity.tokenizer import load_tokenizer
-
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         raise InputError(f"checkpoint folder not found: {args.checkpoint}")
-    tokenizer = load_tokenizer(args.checkpoint)
+    # The same tokenizer a run would use (a ComfyUI checkpoint has none: the reference stands in).
+    tokenizer = Context(checkpoint=args.checkpoint).tokenizer
 
     def encode(text: str) -> dict:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -21,6 +21,7 @@ from parity.checks import check_stage
 from parity.environment import environment
 from parity.errors import InputError
 from parity.fixtures import FixtureStore
+from parity.models.checkpoint import detect
 from parity.models.dit import weights_sha256 as dit_sha256
 from parity.models.text_encoder import weights_sha256 as text_encoder_sha256
 from parity.runner import produce
@@ -31,12 +32,13 @@ from parity.tolerances import tolerance_for
 
 def _provenance(group: Group) -> dict[str, Any]:
     context = group.context
-    if context.checkpoint is None:
+    layout = detect(context.checkpoint) if context.checkpoint is not None else None
+    if layout is None or layout.tokenizer is None:
         from parity.tokenizer import reference_data_provenance
 
         tokenizer: dict[str, Any] = reference_data_provenance()
     else:
-        tokenizer = {"checkpoint": str(Path(context.checkpoint) / "tokenizer")}
+        tokenizer = {"checkpoint": str(layout.tokenizer)}
     return {
         "environment": environment(context),
         "text_encoder_sha256": text_encoder_sha256(context.text_encoder),
