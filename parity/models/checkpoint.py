@@ -37,6 +37,7 @@ from parity.models.convert import COMFYUI_PREFIX, comfyui_to_diffusers
 from parity.models.dit import TINY_CONFIG as TINY_DIT_CONFIG
 from parity.models.dit import expected_shapes
 from parity.models.text_encoder import TINY_CONFIG as TINY_TEXT_ENCODER_CONFIG
+from parity.models.weight_check import check_names, check_shapes, name_some
 
 COMFYUI_DIT_FOLDER = "diffusion_models"
 COMFYUI_TEXT_ENCODER_FOLDER = "text_encoders"
@@ -118,11 +119,6 @@ def detect(folder: Path) -> CheckpointLayout:
     )
 
 
-def _name_some(names: list[str], limit: int = 5) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _one_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -164,7 +160,7 @@ def _comfyui_dit_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     bare = {k.removeprefix(COMFYUI_PREFIX) for k in shapes}
     missing = [k for k in COMFYUI_DIT_REQUIRED if k not in bare]
     if missing:
-        raise InputError(f"{path} is not a Z-Image DiT file: it lacks {_name_some(missing)}")
+        raise InputError(f"{path} is not a Z-Image DiT file: it lacks {name_some(missing)}")
     meta = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
     return {k: tuple(v.shape) for k, v in comfyui_to_diffusers(meta).items()}
 
@@ -212,15 +208,8 @@ def comfyui_dit_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A ComfyUI DiT file's weights in diffusers' layout, checked against the config it implies."""
     expected = expected_shapes(comfyui_dit_config(path))
     shapes = _comfyui_dit_shapes(path)
-    missing = sorted(set(expected) - set(shapes))
-    if missing:
-        raise InputError(f"{path} lacks DiT weights: {_name_some(missing)}")
-    unexpected = sorted(set(shapes) - set(expected))
-    if unexpected:
-        raise InputError(f"{path} has weights a Z-Image DiT does not use: {_name_some(unexpected)}")
-    wrong = sorted(k for k in expected if shapes[k] != expected[k])
-    if wrong:
-        raise InputError(f"{path} has DiT weights of the wrong shape: {_name_some(wrong)}")
+    check_names(path, expected, shapes, "DiT", "a Z-Image DiT")
+    check_shapes(path, expected, shapes, "DiT")
     return comfyui_to_diffusers(read_tensors(path))
 
 
@@ -242,7 +231,7 @@ def _text_encoder_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     shapes.pop("lm_head.weight", None)  # a causal-LM head the encoder never uses
     missing = [k for k in TEXT_ENCODER_REQUIRED if k not in shapes]
     if missing:
-        raise InputError(f"{path} is not a Qwen3 text-encoder file: it lacks {_name_some(missing)}")
+        raise InputError(f"{path} is not a Qwen3 text-encoder file: it lacks {name_some(missing)}")
     return shapes
 
 
@@ -273,15 +262,8 @@ def comfyui_text_encoder(path: Path, device: str = "cpu", dtype: torch.dtype = t
         model = Qwen3Model(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     shapes = _text_encoder_shapes(path)
-    missing = sorted(set(expected) - set(shapes))
-    if missing:
-        raise InputError(f"{path} lacks text-encoder weights: {_name_some(missing)}")
-    unexpected = sorted(set(shapes) - set(expected))
-    if unexpected:
-        raise InputError(f"{path} has weights a Qwen3 encoder does not use: {_name_some(unexpected)}")
-    wrong = sorted(k for k in expected if shapes[k] != expected[k])
-    if wrong:
-        raise InputError(f"{path} has text-encoder weights of the wrong shape: {_name_some(wrong)}")
+    check_names(path, expected, shapes, "text-encoder", "a Qwen3 encoder")
+    check_shapes(path, expected, shapes, "text-encoder")
     names = {k.removeprefix(TEXT_ENCODER_PREFIX): k for k in read_shapes(path)}
     tensors = read_tensors(path, [names[k] for k in expected])
     model.load_state_dict({k: tensors[names[k]] for k in expected}, strict=True, assign=True)

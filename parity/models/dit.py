@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 
 from parity.errors import InputError
 from parity.models.deterministic import state_dict_sha256, uniform
+from parity.models.weight_check import check_names, check_shapes
 
 TINY_SEED = 20251127
 TINY_CONFIG: dict[str, Any] = dict(
@@ -139,11 +140,6 @@ def _weight_files(folder: Path) -> dict[str, Path]:
         raise InputError(f"cannot read {single}: {e}") from None
 
 
-def _name_some(names: list[str], limit: int = 5) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped
     (a diffusers `transformer/` or a ComfyUI DiT file: `parity.models.checkpoint`).
@@ -164,12 +160,7 @@ def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     except (TypeError, ValueError, AssertionError) as e:
         raise InputError(f"{folder / 'config.json'} is not a Z-Image DiT config: {e}") from None
     files = _weight_files(folder)
-    missing = sorted(set(expected) - set(files))
-    if missing:
-        raise InputError(f"{folder} lacks DiT weights: {_name_some(missing)}")
-    unexpected = sorted(set(files) - set(expected))
-    if unexpected:
-        raise InputError(f"{folder} has weights the DiT config does not use: {_name_some(unexpected)}")
+    check_names(folder, expected, files, "DiT", "the DiT config")
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
         try:
@@ -177,9 +168,7 @@ def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
                 state.update({name: f.get_tensor(name) for name, where in files.items() if where == path})
         except (OSError, SafetensorError) as e:
             raise InputError(f"cannot read {path}: {e}") from None
-    wrong = sorted(n for n, t in state.items() if tuple(t.shape) != expected[n])
-    if wrong:
-        raise InputError(f"{folder} has DiT weights of the wrong shape: {_name_some(wrong)}")
+    check_shapes(folder, expected, {name: tuple(t.shape) for name, t in state.items()}, "DiT")
     return state
 
 
