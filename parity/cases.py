@@ -10,12 +10,12 @@ import fnmatch
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError
+from parity.files import read_toml
 from parity.stages import STAGES
 
 ENCODERS = ("full", "simple", "turns")
@@ -183,16 +183,7 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
 
 
 def load_case_file(path: Path) -> list[Case]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"case file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path.name}: not UTF-8 (byte {e.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path.name}: malformed TOML: {e}") from None
+    data = read_toml(path, "case file")
     unknown = sorted(set(data) - {"case"})
     if unknown:
         raise InputError(f"{path.name}: unknown top-level key {unknown[0]!r} (cases go in [[case]] tables)")

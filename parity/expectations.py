@@ -15,11 +15,11 @@ the stage where a divergence starts: free-running, the stages it flows into inhe
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from parity.errors import InputError
+from parity.files import read_toml
 from parity.stages import STAGES
 
 _KEYS = {"adapter", "cases", "stages", "mode", "reason"}
@@ -53,10 +53,7 @@ class Expectations:
 def load_expectations(path: Path) -> Expectations:
     if not path.is_file():
         return Expectations()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path.name}: malformed TOML: {e}") from None
+    data = read_toml(path, "expectations file")
     divergences = []
     for i, raw in enumerate(data.get("divergence", [])):
         where = f"{path.name}: divergence #{i + 1}"

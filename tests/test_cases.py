@@ -72,3 +72,12 @@ def test_every_case_field_has_a_declared_type():
     from parity.cases import _TYPES, Case
 
     assert set(_TYPES) == {f.name for f in fields(Case)} - {"source"}
+
+
+def test_a_non_utf8_expectations_file_is_one_clear_error(tmp_path):
+    from parity.expectations import load_expectations
+
+    path = tmp_path / "expectations.toml"
+    path.write_bytes(b'[[divergence]]\nreason = "\xff"\n')
+    with pytest.raises(InputError, match=r"expectations\.toml: not UTF-8"):
+        load_expectations(path)

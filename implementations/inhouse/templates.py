@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from parity.errors import InputError
+from parity.files import read_text
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 FENCE = "---"
@@ -89,13 +90,7 @@ def parse_template(text: str, source: Path) -> PromptTemplate:
 
 
 def load_template(path: Path) -> PromptTemplate:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"template not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path.name}: not UTF-8 (byte {e.start})") from None
-    return parse_template(text, path)
+    return parse_template(read_text(path, "template"), path)
 
 
 def load_templates(directory: Path = TEMPLATES_DIR) -> dict[str, PromptTemplate]:

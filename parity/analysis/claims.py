@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import tomllib
 import types
 import typing
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any, Literal
 from parity.adapter import Unsupported
 from parity.cases import parse_case
 from parity.errors import InputError
+from parity.files import read_toml
 from parity.stages import TEXT_STAGES
 
 from . import sampling
@@ -398,14 +398,7 @@ def parse_claim(raw: Any, where: str, adapters: set[str]) -> Claim:
 
 def load_claims(path: Path, adapters: set[str]) -> list[Claim]:
     """Every claim of the ledger, validated; `adapters` are the names a claim may mention."""
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"claims ledger not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path.name}: not UTF-8 (byte {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path.name}: malformed TOML: {e}") from None
+    data = read_toml(path, "claims ledger")
     unknown = sorted(set(data) - {"claim"})
     if unknown:
         raise InputError(f"{path.name}: unknown top-level key {unknown[0]!r} (claims go in [[claim]] tables)")
