@@ -1,22 +1,23 @@
-"""Shared, lazily built resources every adapter in one run uses: one tokenizer, one text encoder.
+"""Shared, lazily built resources every adapter in one run uses: one tokenizer, one text encoder,
+one copy of the DiT weights.
 
 Building them once and handing the same objects to every adapter is what keeps K adapters from
-costing K copies of the weights.
+costing K copies of the weights. When the device cannot hold the text encoder and the DiT at once,
+the runner encodes every case first and then `make_room_for_dit` drops the encoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-T = TypeVar("T")
+GIB = 2**30
 
 
 @dataclass
@@ -25,13 +26,6 @@ class Context:
     device: str = "cpu"
     dtype: str = "fp32"
     cache_dir: Path | None = field(default=None)
-    _shared: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def shared(self, key: str, build: Callable[[], T]) -> T:
-        """One object per key for the whole run (say, a weight layout two adapters both need)."""
-        if key not in self._shared:
-            self._shared[key] = build()
-        return self._shared[key]
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -71,3 +65,24 @@ class Context:
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    def make_room_for_dit(self) -> str | None:
+        """Drop the text encoder if it is loaded, the DiT is not, and the device cannot hold the DiT
+        beside it; say so in a line (None: nothing done). A later text stage would load it again."""
+        from parity.memory import available_bytes, is_short, weight_bytes
+        from parity.models.dit import expected_shapes
+
+        if "text_encoder" not in self.__dict__ or "dit_state_dict" in self.__dict__:
+            return None
+        needed = weight_bytes(expected_shapes(self.dit_config), self.torch_dtype)
+        available = available_bytes(self.device)
+        if not is_short(needed, available):
+            return None
+        del self.__dict__["text_encoder"]
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        return (
+            f"memory: the DiT needs {needed / GIB:.1f} GiB and {self.device} has {available / GIB:.1f} GiB "
+            "free; the text encoder was released (every text stage has run)"
+        )

@@ -6,6 +6,8 @@ fixture is made by exactly the calls a comparison makes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.noise import shared_noise
@@ -28,23 +30,33 @@ def _encode(adapter: Adapter, case: Case):
     return adapter.embeddings(case, adapter.tokens(case, template))
 
 
+Executed = tuple[StageOutputs, dict[str, str]]
+
+
 def execute(
     adapter: Adapter,
     case: Case,
     upto: str,
     feed: StageOutputs | None = None,
     capture_blocks: tuple[int, ...] = (),
-) -> tuple[StageOutputs, dict[str, str]]:
+    resume: Executed | None = None,
+) -> Executed:
     """Run every stage up to `upto`; return the outputs and, per stage it could not run, why.
 
     With `feed` (teacher forcing), each stage consumes `feed`'s upstream outputs, and the denoise
-    stage starts every step from `feed`'s latent for that step.
+    stage starts every step from `feed`'s latent for that step. With `resume` (what an earlier call
+    returned, say for the text stages), the stages it produced or skipped are not run again.
     """
-    out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions(), "case": case.id})
+    if resume is None:
+        out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions(), "case": case.id})
+        skipped: dict[str, str] = {}
+    else:
+        out, skipped = replace(resume[0], meta=dict(resume[0].meta)), dict(resume[1])
     source = feed or out
-    skipped: dict[str, str] = {}
     for stage in STAGES[: STAGES.index(upto) + 1]:
         if stage not in case.stages and not any(stage in UPSTREAM[s] for s in case.stages):
+            continue
+        if out.get(stage) is not None or stage in skipped:
             continue
         missing = [s for s in UPSTREAM[stage] if source.get(s) is None and (feed is not None or s in skipped)]
         if missing:
@@ -76,3 +88,9 @@ def execute(
         except Unsupported as e:
             skipped[stage] = str(e)
     return out, skipped
+
+
+def before_denoise(executed: Executed) -> Executed:
+    """An execution's outputs and skips with the denoise stage taken out, to resume into it again."""
+    outputs, skipped = executed
+    return replace(outputs, denoise=None), {s: why for s, why in skipped.items() if s != "denoise"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from parity.compare import compare_numeric, first_non_finite
 from parity.context import Context
 from parity.environment import environment
 from parity.errors import InputError
-from parity.execute import UPSTREAM, execute
+from parity.execute import UPSTREAM, Executed, before_denoise, execute
 from parity.expectations import Expectations
 from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
@@ -98,22 +98,53 @@ class RunResult:
             "results": [asdict(r) for r in self.results],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """A result read back from `to_json` (a shard's results file, say); KeyError or TypeError if it is not one."""
+        return cls(
+            mode=data["mode"],
+            references=data["references"],
+            adapters=data["adapters"],
+            stages=data["stages"],
+            results=[StageResult(**r) for r in data["results"]],
+            environment=data["environment"],
+            seconds=data["seconds"],
+            warnings=data["warnings"],
+            cross=[CrossCheck(**c) for c in data["cross"]],
+            fixtures=data["fixtures"],
+        )
 
-def merge(runs: list[RunResult]) -> RunResult:
-    """One result for a run made of several groups (one per dtype)."""
+
+def merge(runs: list[RunResult], order: Sequence[str]) -> RunResult:
+    """One result from the parts of one run: its dtype groups, its parallel workers' cases, its shards.
+
+    Each case's entries come from one part; `order` (every case id, as an unsharded run reports
+    them) puts them back in that place. A part's environment names its dtype, or once merged a
+    list of them, so merged results merge again. Seconds add up: the time spent, not the wall time.
+    """
+    place = {case: k for k, case in enumerate(order)}
+    references = {case: name for r in runs for case, name in r.references.items()}
+    cases = sorted(references, key=place.__getitem__)
+    case_of_fixture = {FixtureStore.key(case, name): case for case, name in references.items()}
+    fixtures = [item for r in runs for item in r.fixtures.items()]
     first = runs[0]
     return RunResult(
         mode=first.mode,
-        references={k: v for r in runs for k, v in r.references.items()},
+        references={case: references[case] for case in cases},
         adapters=list(dict.fromkeys(a for r in runs for a in r.adapters)),
         stages=first.stages,
-        results=[x for r in runs for x in r.results],
-        environment=first.environment | {"dtype": sorted({r.environment["dtype"] for r in runs})},
+        results=sorted((x for r in runs for x in r.results), key=lambda x: place[x.case]),
+        environment=first.environment | {"dtype": sorted({d for r in runs for d in _dtypes(r.environment)})},
         seconds=sum(r.seconds for r in runs),
         warnings=sorted({w for r in runs for w in r.warnings}),
-        cross=[c for r in runs for c in r.cross],
-        fixtures={k: v for r in runs for k, v in r.fixtures.items()},
+        cross=sorted((c for r in runs for c in r.cross), key=lambda c: place[c.case]),
+        fixtures=dict(sorted(fixtures, key=lambda item: place[case_of_fixture[item[0]]])),
     )
+
+
+def _dtypes(environment: dict[str, Any]) -> set[str]:
+    dtype = environment["dtype"]
+    return {dtype} if isinstance(dtype, str) else set(dtype)
 
 
 # What can move numbers between the machine that recorded a fixture and this one.
@@ -199,12 +230,16 @@ class Runner:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
+        encoded = self._encode_all(cases, goldens)
+        note = self.context.make_room_for_dit()
+        if note is not None:
+            self.progress(note)
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
             stored = {r: self.store.load(case, r) for r in self.store.references_for(case.id)}
             cross.extend(self._fixtures_against_each_other(case, stored))
             for name, adapter in self.adapters.items():
-                pair, obtained = self._run_pair(case, name, adapter, goldens[case.id])
+                pair, obtained = self._run_pair(case, name, adapter, goldens[case.id], encoded.get((case.id, name)))
                 results.extend(pair)
                 cross.extend(self._against_every_reference(case, name, obtained, stored))
             statuses = [r.status for r in results if r.case == case.id]
@@ -229,6 +264,24 @@ class Runner:
 
     def _wanted(self, case: Case) -> list[str]:
         return [s for s in self.stages if s in case.stages]
+
+    def _encode_all(self, cases: list[Case], goldens: dict[str, StageOutputs]) -> dict[tuple[str, str], Executed]:
+        """Every stage before the denoise stage, for every case and adapter, before any DiT stage runs,
+        so the text encoder is needed only up to here (and can make way for the DiT)."""
+        encoded: dict[tuple[str, str], Executed] = {}
+        for case in cases:
+            wanted = self._wanted(case)
+            if not wanted:
+                continue
+            last = STAGES[min(STAGES.index(max(wanted, key=STAGES.index)), STAGES.index("denoise") - 1)]
+            feed = goldens[case.id] if self.mode == "forced" else None
+            for name, adapter in self.adapters.items():
+                try:
+                    adapter.check_supported(case)
+                except Unsupported:
+                    continue
+                encoded[(case.id, name)] = execute(adapter, case, last, feed)
+        return encoded
 
     def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):
         for stage in self._wanted(case):
@@ -257,7 +310,7 @@ class Runner:
         ]
 
     def _run_pair(
-        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, encoded: Executed | None
     ) -> tuple[list[StageResult], StageOutputs | None]:
         try:
             adapter.check_supported(case)
@@ -270,7 +323,7 @@ class Runner:
         if not wanted:
             return [], None
         last = max(wanted, key=STAGES.index)
-        obtained, skipped = execute(adapter, case, last, feed)
+        obtained, skipped = execute(adapter, case, last, feed, resume=encoded)
         judged: dict[str, StageResult] = {}
         for stage in STAGES[: STAGES.index(last) + 1]:
             if stage in skipped:
@@ -292,22 +345,26 @@ class Runner:
                 )
             judged[stage] = self._judge(case, name, stage, obtained, golden, upstream)
             if stage == "denoise":
-                self._locate_block(case, adapter, golden, judged[stage])
+                self._locate_block(case, adapter, golden, judged[stage], (obtained, skipped))
         if self.dump is not None:
             write_outputs(self.dump / case.id, name, obtained)
         return [judged[s] for s in STAGES if s in wanted], obtained
 
-    def _locate_block(self, case: Case, adapter: Adapter, golden: StageOutputs, result: StageResult) -> None:
-        """Name the block where a denoise divergence starts, by rerunning that one step with capture.
+    def _locate_block(
+        self, case: Case, adapter: Adapter, golden: StageOutputs, result: StageResult, executed: Executed
+    ) -> None:
+        """Name the block where a denoise divergence starts, by rerunning the denoise stage with capture
+        (the stages before it are reused, not rerun).
 
-        A non-finite output is traced in the adapter's own run. A divergence (with `blocks` on) is
-        traced teacher-forced at its first divergent step, against the live reference run the same
-        way, so the blocks compared saw identical inputs.
+        A non-finite output is traced in a rerun of the adapter's run as it went. A divergence (with
+        `blocks` on) is traced teacher-forced at its first divergent step, against the live reference
+        run the same way, so the blocks compared saw identical inputs.
         """
         nonfinite = result.detail.get("first_nonfinite_step")
         step = result.detail.get("first_divergent_step")
         if nonfinite is not None:
-            rerun, _ = execute(adapter, case, "denoise", None, capture_blocks=(nonfinite,))
+            feed = golden if self.mode == "forced" else None
+            rerun, _ = execute(adapter, case, "denoise", feed, (nonfinite,), before_denoise(executed))
             blocks = (rerun.denoise.blocks or {}) if rerun.denoise is not None else {}
             # Captured in execution order, so the first non-finite block is where it started.
             block = first_non_finite(blocks)
@@ -318,8 +375,9 @@ class Runner:
         reference = self.references.get(str(golden.meta.get("adapter")))
         if not self.blocks or step is None or reference is None or reference is adapter:
             return
-        theirs, _ = execute(reference, case, "denoise", golden, capture_blocks=(step,))
-        ours, _ = execute(adapter, case, "denoise", golden, capture_blocks=(step,))
+        # Teacher-forced, the denoise stage reads only the golden outputs: the golden text stages stand in.
+        theirs, _ = execute(reference, case, "denoise", golden, (step,), before_denoise((golden, {})))
+        ours, _ = execute(adapter, case, "denoise", golden, (step,), before_denoise((golden, {})))
         if theirs.denoise is None or ours.denoise is None or not theirs.denoise.blocks or not ours.denoise.blocks:
             result.detail["blocks_unavailable"] = "per-block capture is not available for this pair"
             return

@@ -14,6 +14,7 @@ from parity.models.convert import (
     comfyui_to_diffusers,
     diffusers_to_comfyui,
     fuse_qkv,
+    stacked_rows,
 )
 from parity.models.dit import expected_shapes, tiny_dit_config, tiny_dit_state_dict
 
@@ -118,8 +119,36 @@ def test_the_comfyui_layout_dit_equals_the_split_one(state, seed, grid, cap_len)
     config = DiTConfig.from_diffusers(tiny_dit_config())
     split = ZImageDiT.from_state_dict(state, config, DIFFUSERS)
     from_comfy = comfyui_to_diffusers(diffusers_to_comfyui(state))
-    fused = ZImageDiT.from_state_dict(fuse_qkv(from_comfy), config, DiTVariant(fused_qkv=True))
+    fused = ZImageDiT.from_state_dict(from_comfy, config, DiTVariant(fused_qkv=True))
     g = torch.Generator().manual_seed(seed)
     latent, cap, t = torch.randn(16, 2 * grid, 6, generator=g), torch.randn(cap_len, 80, generator=g), torch.rand(1)
     with torch.no_grad():
         torch.testing.assert_close(fused(latent, t, cap), split(latent, t, cap), atol=ATOL, rtol=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.integers(1, 5), min_size=1, max_size=4), cols=st.integers(1, 4), split=st.booleans())
+def test_stacked_rows_equals_cat_and_is_a_view_exactly_when_the_parts_are_adjacent(rows, cols, split):
+    base = torch.randn(sum(rows), cols)
+    parts = list(base.split(rows)) if split else [torch.randn(r, cols) for r in rows]
+    stacked = stacked_rows(parts)
+    assert torch.equal(stacked, torch.cat(parts))
+    shares = stacked.untyped_storage().data_ptr() == parts[0].untyped_storage().data_ptr()
+    assert shares == (split or len(parts) == 1)
+
+
+def test_stacked_rows_copies_parts_out_of_order():
+    q, k, v = torch.randn(6, 4).chunk(3)
+    assert torch.equal(stacked_rows([k, q, v]), torch.cat([k, q, v]))
+    assert stacked_rows([k, q, v]).untyped_storage().data_ptr() != q.untyped_storage().data_ptr()
+
+
+def test_a_comfyui_file_s_fused_weight_is_used_in_place(state):
+    """Loaded from ComfyUI's layout, q, k and v are views of the file's fused tensor, and the fused
+    DiT's projection is that tensor again: one copy of the attention weights, not two."""
+    comfy = diffusers_to_comfyui(state)
+    from_comfy = comfyui_to_diffusers(comfy)
+    block = "layers.0.attention"
+    fused = comfy[f"{COMFYUI_PREFIX}layers.0.attention.qkv.weight"]
+    stacked = stacked_rows([from_comfy[f"{block}.to_{x}.weight"] for x in "qkv"])
+    assert stacked.data_ptr() == fused.data_ptr() and torch.equal(stacked, fused)

@@ -26,7 +26,6 @@ from implementations.zimage.dit import COMFYUI, DIFFSYNTH, DIFFUSERS, DiTConfig,
 from implementations.zimage.dit_capture import capture_blocks
 from parity.compare import first_non_finite
 from parity.errors import InputError
-from parity.models.convert import fuse_qkv
 from parity.models.dit import (
     INDEX_FILE,
     WEIGHTS_FILE,
@@ -64,7 +63,7 @@ def reference(state):
 
 
 def ours(state, config, variant=DIFFUSERS):
-    return ZImageDiT.from_state_dict(fuse_qkv(state) if variant.fused_qkv else state, config, variant)
+    return ZImageDiT.from_state_dict(state, config, variant)
 
 
 def run_installed(model, latent, t, cap):
@@ -228,9 +227,8 @@ def test_a_capture_covers_one_sample(reference):
 def test_weights_are_shared_not_copied(state, config):
     model = ours(state, config)
     assert all(p.data_ptr() == state[name].data_ptr() for name, p in model.state_dict().items())
-    fused = fuse_qkv(state)
-    comfy = ZImageDiT.from_state_dict(fused, config, COMFYUI)
-    assert all(p.data_ptr() == fused[name].data_ptr() for name, p in comfy.state_dict().items())
+    comfy = ZImageDiT.from_state_dict(state, config, COMFYUI)
+    assert all(p.data_ptr() == state[name].data_ptr() for name, p in comfy.state_dict().items())
 
 
 def test_input_shapes(state, config):

@@ -144,10 +144,13 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
             raise Unsupported(f"the diffsynth package is not installed: {library.INSTALL_HINT}")
         return library.load()
 
-    def _pipeline(self, dit: torch.nn.Module | None) -> Any:
+    def _pipeline(self, dit: torch.nn.Module | None, encodes_text: bool = False) -> Any:
         lib = self._library()
         pipe = lib.ZImagePipeline(device=self.context.device, torch_dtype=self.context.torch_dtype)
-        pipe.text_encoder = self.context.text_encoder
+        # Only a pipeline that encodes text gets the encoder, so the DiT stages never load it again
+        # after the context has released it.
+        if encodes_text:
+            pipe.text_encoder = self.context.text_encoder
         pipe.tokenizer = _RecordingTokenizer(self.context.tokenizer)
         if dit is not None:
             pipe.dit = dit
@@ -221,7 +224,7 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
         lib = self._library()
         # No DiT assigned: the unit then takes the branch a Turbo DiT (no SigLIP embedder) selects,
         # `encode_prompt`, without loading DiT weights for a text-only case.
-        pipe = self._pipeline(dit=None)
+        pipe = self._pipeline(dit=None, encodes_text=True)
         shared = {"cfg_scale": 1.0, "edit_image": None}
         positive, negative = {"prompt": case.user_text}, {"negative_prompt": ""}
         unit = self._unit(pipe, lib.PromptEmbedder)

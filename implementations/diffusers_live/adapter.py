@@ -77,7 +77,6 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._pipe: ZImagePipeline | None = None
         self._transformer: ZImageTransformer2DModel | None = None
 
     def check_supported(self, case: Case) -> None:
@@ -85,16 +84,15 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
             raise Unsupported("ZImagePipeline takes a single user prompt only")
 
     def _pipeline(self) -> ZImagePipeline:
-        if self._pipe is None:
-            # Only the text path is exercised here: no VAE or transformer needed.
-            self._pipe = ZImagePipeline(
-                scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
-                vae=None,
-                text_encoder=self.context.text_encoder,
-                tokenizer=self.context.tokenizer,
-                transformer=None,
-            )
-        return self._pipe
+        # Only the text path is exercised here: no VAE or transformer needed. Built per call, not
+        # kept, so the context can release the text encoder once the text stages are done.
+        return ZImagePipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+            vae=None,
+            text_encoder=self.context.text_encoder,
+            tokenizer=self.context.tokenizer,
+            transformer=None,
+        )
 
     def observe_text(self, case: Case) -> ObservedText:
         pipe = self._pipeline()

@@ -15,12 +15,13 @@ Flow of `ZImageDiT.forward` for one sample:
    caption tokens (not modulated);
 6. the joined sequence through `layers` (modulated), `final_layer`, and back to (C, H, W).
 
-The state dict is diffusers' `ZImageTransformer2DModel` layout (DiffSynth uses the same keys); module
-names equal diffusers', so `noise_refiner.0` or `layers.3` name the same block in both. The only
-layout difference a variant makes is the fused attention projection (`attention.qkv.weight` in place
-of `to_q`/`to_k`/`to_v`, the ComfyUI layout): fuse once with `parity.models.convert.fuse_qkv` and
-hand every fused DiT the same dict. `ZImageDiT.from_state_dict` assigns the given tensors as the
-module's parameters (no copy), so K implementations holding one state dict cost one copy of weights.
+The state dict is diffusers' `ZImageTransformer2DModel` layout (DiffSynth uses the same keys) for every
+variant; module names equal diffusers', so `noise_refiner.0` or `layers.3` name the same block in both.
+`ZImageDiT.from_state_dict` assigns the given tensors as the module's parameters (no copy), so K
+implementations holding one state dict cost one copy of weights. ComfyUI's fused attention projection
+(one matmul over q, k and v stacked) is built per layer at call time from those same tensors, never
+stored: a view when they already lie back to back (as a ComfyUI file's split weights do), else a
+transient copy of one layer's three matrices.
 
 The model runs in the dtype of its weights; inputs are cast to it first, as every pipeline does before
 calling its transformer. Only the batch-of-one case is modelled: there is no attention mask because a
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from implementations.zimage.rope import RopeForm, Rotary, rotary
+from parity.models.convert import stacked_rows
 
 SEQ_MULTIPLE = 32
 ADALN_MAX_DIM = 256
@@ -58,7 +60,7 @@ class DiTVariant:
     joint_order: "image_caption" (diffusers, DiffSynth) or "caption_image" (ComfyUI). Attention is
         unmasked and RoPE positions travel with their tokens, so the order changes only summation order.
     rope: "complex" (diffusers, DiffSynth) or "rotation" (ComfyUI); see `implementations.zimage.rope`.
-    fused_qkv: q, k, v from one (3*dim, dim) matmul over `attention.qkv.weight` (ComfyUI).
+    fused_qkv: q, k, v from one (3*dim, dim) matmul over the stacked projections (ComfyUI).
     qk_norm_eps: eps of the per-head q/k RMSNorm. diffusers and DiffSynth hard-code 1e-5; ComfyUI
         builds `torch.nn.RMSNorm` without one, which means the input dtype's machine epsilon (None here):
         1.2e-7 in fp32, 7.8e-3 in bf16.
@@ -158,18 +160,15 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention with per-head q/k RMSNorm and RoPE; `qkv` (fused) or `to_q/to_k/to_v`."""
+    """Self-attention with per-head q/k RMSNorm and RoPE; q, k, v from one fused matmul or three."""
 
     def __init__(self, config: DiTConfig, variant: DiTVariant) -> None:
         super().__init__()
         dim, self.heads = config.dim, config.n_heads
         self.fused = variant.fused_qkv
-        if self.fused:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        else:
-            self.to_q = nn.Linear(dim, dim, bias=False)
-            self.to_k = nn.Linear(dim, dim, bias=False)
-            self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False)])
         head_dim = dim // self.heads
         self.norm_q = RMSNorm(head_dim, variant.qk_norm_eps, variant.norm_cast) if config.qk_norm else None
@@ -177,7 +176,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Rotary) -> torch.Tensor:
         if self.fused:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            weight = stacked_rows([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+            q, k, v = F.linear(x, weight).chunk(3, dim=-1)
         else:
             q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
         q, k, v = (y.unflatten(-1, (self.heads, -1)) for y in (q, k, v))
@@ -339,8 +339,7 @@ class ZImageDiT(nn.Module):
     ) -> ZImageDiT:
         """A DiT whose parameters ARE the given tensors (shared storage, no copy), in eval mode.
 
-        Keys must match the variant's layout exactly (diffusers', with `attention.qkv.weight` when
-        fused); a missing or extra key raises.
+        Keys must be diffusers' layout exactly, whatever the variant; a missing or extra key raises.
         """
         with torch.device("meta"):
             model = cls(config, variant)

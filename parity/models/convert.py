@@ -34,11 +34,28 @@ _INSIDE = (
 )
 
 
-def fuse_qkv(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace each block's to_q/to_k/to_v weights by one `attention.qkv.weight` (diffusers names otherwise).
+def stacked_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat(parts)` on dim 0, as a view (no copy) when the parts already lie back to back in
+    one storage, as `split_qkv` leaves a fused weight."""
+    first = parts[0]
+    rows = sum(p.shape[0] for p in parts)
+    offset = first.storage_offset()
+    for part in parts:
+        adjacent = (
+            part.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+            and part.storage_offset() == offset
+            and part.is_contiguous()
+            and part.shape[1:] == first.shape[1:]
+            and part.dtype == first.dtype
+        )
+        if not adjacent:
+            return torch.cat(parts, dim=0)
+        offset += part.numel()
+    return first.as_strided((rows, *first.shape[1:]), first.stride())
 
-    The fused tensors are the only new ones; hand the result to every fused-qkv DiT to share it.
-    """
+
+def fuse_qkv(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each block's to_q/to_k/to_v weights by one `attention.qkv.weight` (diffusers names otherwise)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         block, _, leaf = key.rpartition(".attention.")
