@@ -231,9 +231,10 @@ class Runner:
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
         encoded = self._encode_all(cases, goldens)
-        note = self.context.make_room_for_dit()
-        if note is not None:
-            self.progress(note)
+        if any("denoise" in self._wanted(c) for c in cases):
+            note = self.context.make_room_for_dit()
+            if note is not None:
+                self.progress(note)
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
             stored = {r: self.store.load(case, r) for r in self.store.references_for(case.id)}

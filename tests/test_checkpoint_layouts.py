@@ -1,6 +1,8 @@
 """`--checkpoint` takes a diffusers folder or a folder of ComfyUI single files, detected in one place."""
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,74 @@ def test_two_dit_files_are_refused_by_name(comfy, tmp_path):
         (folder / "diffusion_models" / name).write_bytes(original)
     with pytest.raises(InputError, match=r"more than one DiT file \(a\.safetensors, b\.safetensors\)"):
         detect(folder)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory) -> Path:
+    """The tiny model as `parity export` writes it with shards: index files and several shards per model."""
+    folder = tmp_path_factory.mktemp("sharded") / "ckpt"
+    assert main(["export", "--format", "diffusers", "--max-shard-size", "1MB", "--out", str(folder)]) == 0
+    return folder
+
+
+def test_export_shards_both_models_with_their_index(sharded):
+    for part, index in (("transformer", INDEX_FILE), ("text_encoder", "model.safetensors.index.json")):
+        weight_map = json.loads((sharded / part / index).read_text())["weight_map"]
+        assert len(set(weight_map.values())) >= 2
+        assert all((sharded / part / shard).is_file() for shard in weight_map.values())
+
+
+def test_a_sharded_checkpoint_reproduces_the_fixtures_of_the_built_in_model(sharded, capsys):
+    code = main(["run", "--cases", "turbo", "--checkpoint", str(sharded), "--fixtures", str(ROOT / "fixtures")])
+    assert code == 0
+    assert "unexpected" not in capsys.readouterr().out.lower()
+
+
+def _drop_a_shard(part: Path) -> str:
+    shard = sorted(part.glob("*-00002-of-*.safetensors"))[0]
+    shard.unlink()
+    return rf"names the shard {re.escape(shard.name)}, which is missing"
+
+
+def _truncate_a_shard(part: Path) -> str:
+    shard = sorted(part.glob("*-00001-of-*.safetensors"))[0]
+    _truncate_header(shard)
+    return rf"cannot read .*{re.escape(shard.name)}"
+
+
+def _widen_cap_feat_dim(part: Path) -> str:
+    config = json.loads((part / "config.json").read_text())
+    (part / "config.json").write_text(json.dumps(config | {"cap_feat_dim": 96}))
+    return r"transformer has DiT weights of the wrong shape: cap_embedder"
+
+
+def _widen_the_mlp(part: Path) -> str:
+    config = json.loads((part / "config.json").read_text())
+    (part / "config.json").write_text(json.dumps(config | {"intermediate_size": 320}))
+    return r"text_encoder has text-encoder weights of the wrong shape: layers\.0\.mlp"
+
+
+@pytest.mark.parametrize(
+    ("part", "damage"),
+    [
+        ("transformer", _drop_a_shard),
+        ("text_encoder", _drop_a_shard),
+        ("transformer", _truncate_a_shard),
+        ("text_encoder", _truncate_a_shard),
+        ("transformer", _widen_cap_feat_dim),
+        ("text_encoder", _widen_the_mlp),
+    ],
+    ids=["dit-shard-missing", "encoder-shard-missing", "dit-shard-truncated", "encoder-shard-truncated",
+         "dit-config-mismatch", "encoder-config-mismatch"],
+)
+def test_a_damaged_checkpoint_is_one_line_and_exit_2(sharded, tmp_path, capsys, part, damage):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(sharded, folder)
+    message = damage(folder / part)
+    stage = "denoise" if part == "transformer" else "embeddings"
+    code = main(["run", "--cases", "turbo", "--stages", stage, "--checkpoint", str(folder),
+                 "--fixtures", str(ROOT / "fixtures")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("parity: error: ")
+    assert re.search(message, err[-1]), err[-1]

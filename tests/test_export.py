@@ -12,7 +12,7 @@ from parity.errors import InputError
 from parity.models.convert import comfyui_to_diffusers
 from parity.models.dit import tiny_dit_config, tiny_dit_state_dict, weights_sha256
 from parity.models.export import SCHEDULER_CONFIG, export_comfyui, export_diffusers
-from parity.models.text_encoder import tiny_config, tiny_state_dict
+from parity.models.text_encoder import synthetic_state_dict, tiny_config
 
 # The DiT noise floor tolerance justified in tests/test_dit.py.
 ATOL = 1e-5
@@ -71,7 +71,7 @@ def test_comfyui_files_round_trip_to_the_reference_weights(tmp_path):
     assert set(back) == set(reference) and all(torch.equal(back[k], reference[k]) for k in reference)
     encoder = load_file(written.text_encoder)
     assert "model.layers.0.self_attn.q_norm.weight" in encoder and "model.norm.weight" in encoder
-    expected = tiny_state_dict(tiny_config())
+    expected = synthetic_state_dict(tiny_config())
     assert {k.removeprefix("model."): v.shape for k, v in encoder.items()} == {k: v.shape for k, v in expected.items()}
     assert all(torch.equal(encoder["model." + k], v) for k, v in expected.items())
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError, safe_open
 from transformers import Qwen3Config, Qwen3Model
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
@@ -36,6 +35,7 @@ from parity.errors import InputError
 from parity.models.convert import COMFYUI_PREFIX, comfyui_to_diffusers
 from parity.models.dit import TINY_CONFIG as TINY_DIT_CONFIG
 from parity.models.dit import expected_shapes
+from parity.models.safetensors_files import read_shapes, read_tensors
 from parity.models.text_encoder import TINY_CONFIG as TINY_TEXT_ENCODER_CONFIG
 from parity.models.weight_check import check_names, check_shapes, name_some
 
@@ -117,30 +117,6 @@ def detect(folder: Path) -> CheckpointLayout:
         f"model_index.json (diffusers), no {COMFYUI_DIT_FOLDER}/*.safetensors or "
         f"{COMFYUI_TEXT_ENCODER_FOLDER}/*.safetensors (ComfyUI)"
     )
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape in a safetensors file, from its header (no tensor is loaded)."""
-    try:
-        with safe_open(path, framework="pt") as f:
-            names = f.keys()
-            return {k: tuple(f.get_slice(k).get_shape()) for k in names}
-    except (OSError, SafetensorError) as e:
-        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
-
-
-def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors from a memory-mapped safetensors file (all of them, or `names`)."""
-    try:
-        with safe_open(path, framework="pt") as f:
-            return {k: f.get_tensor(k) for k in (f.keys() if names is None else names)}
-    except (OSError, SafetensorError) as e:
-        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
 
 
 def _need(layout: CheckpointLayout, part: Literal["dit", "text_encoder"]) -> Path:

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 from diffusers import ZImageTransformer2DModel
-from safetensors import SafetensorError, safe_open
 
 from parity.errors import InputError
 from parity.models.deterministic import state_dict_sha256, uniform
+from parity.models.safetensors_files import read_tensors, shapes_of, weight_files
 from parity.models.weight_check import check_names, check_shapes
 
 TINY_SEED = 20251127
@@ -70,7 +70,7 @@ def _bound(fan_in: int) -> float:
     return math.sqrt(3.0 / fan_in)
 
 
-def _tiny_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+def _synthetic_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     if name.endswith("norm1.weight") or name.endswith("norm2.weight") or ".norm_" in name:
         # Norm gains near 1, but not exactly 1, so a skipped or misplaced norm shows.
         return uniform(name, shape, seed, 0.75, 1.25)
@@ -89,9 +89,14 @@ def _tiny_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return uniform(name, shape, seed, -_bound(shape[1]), _bound(shape[1]))
 
 
+def synthetic_dit_state_dict(config: Mapping[str, Any], seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
+    """Deterministic float32 weights for every key of the diffusers state dict of a DiT with `config`."""
+    return {name: _synthetic_tensor(name, shape, seed) for name, shape in expected_shapes(config).items()}
+
+
 def tiny_dit_state_dict(seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
     """Deterministic float32 weights for every key of the tiny DiT's diffusers state dict."""
-    return {name: _tiny_tensor(name, shape, seed) for name, shape in expected_shapes(TINY_CONFIG).items()}
+    return synthetic_dit_state_dict(TINY_CONFIG, seed)
 
 
 def _transformer_folder(checkpoint: Path) -> Path:
@@ -121,25 +126,6 @@ def load_dit_config(checkpoint: Path | None) -> dict[str, Any]:
     return config
 
 
-def _weight_files(folder: Path) -> dict[str, Path]:
-    """Which file holds each tensor: one safetensors file, or shards listed in the index."""
-    index = folder / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"cannot read the shard index {index}: {e}") from None
-        return {name: folder / shard for name, shard in weight_map.items()}
-    single = folder / WEIGHTS_FILE
-    if not single.is_file():
-        raise InputError(f"{folder} has neither {WEIGHTS_FILE} nor {INDEX_FILE}")
-    try:
-        with safe_open(single, framework="pt") as f:
-            return dict.fromkeys(f.keys(), single)
-    except (OSError, SafetensorError) as e:
-        raise InputError(f"cannot read {single}: {e}") from None
-
-
 def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped
     (a diffusers `transformer/` or a ComfyUI DiT file: `parity.models.checkpoint`).
@@ -159,16 +145,12 @@ def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
         expected = expected_shapes(load_dit_config(checkpoint))
     except (TypeError, ValueError, AssertionError) as e:
         raise InputError(f"{folder / 'config.json'} is not a Z-Image DiT config: {e}") from None
-    files = _weight_files(folder)
+    files = weight_files(folder, WEIGHTS_FILE)
     check_names(folder, expected, files, "DiT", "the DiT config")
+    check_shapes(folder, expected, shapes_of(files), "DiT")
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
-        try:
-            with safe_open(path, framework="pt") as f:
-                state.update({name: f.get_tensor(name) for name, where in files.items() if where == path})
-        except (OSError, SafetensorError) as e:
-            raise InputError(f"cannot read {path}: {e}") from None
-    check_shapes(folder, expected, {name: tuple(t.shape) for name, t in state.items()}, "DiT")
+        state.update(read_tensors(path, [name for name, where in files.items() if where == path]))
     return state
 
 

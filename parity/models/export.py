@@ -1,10 +1,13 @@
-"""The tiny reference model as checkpoints the real libraries load: a diffusers folder, ComfyUI files.
+"""The synthetic models (`parity.models.sizes`: the tiny reference model, or the mid-size one) as
+checkpoints the real libraries load: a diffusers folder, ComfyUI files.
 
 `export_diffusers` writes the folder layout of a real Z-Image-Turbo checkpoint (model_index.json,
 scheduler/, text_encoder/, tokenizer/, transformer/, vae/), each component saved by its own
-library's `save_pretrained`, so `ZImagePipeline.from_pretrained(out_dir)` loads it offline. The
-scheduler config is the real checkpoint's three settings and nothing else, so the installed
-diffusers fills in its own defaults exactly as it does for the real file.
+library's `save_pretrained`, so `ZImagePipeline.from_pretrained(out_dir)` loads it offline. With
+`max_shard_size` the transformer and text encoder are split into shards with their
+`*.safetensors.index.json`, as the real checkpoint's are. The scheduler config is the real
+checkpoint's three settings and nothing else, so the installed diffusers fills in its own defaults
+exactly as it does for the real file.
 
 `export_comfyui` writes the two single files a ComfyUI Z-Image workflow loads:
 - `diffusion_models/<name>.safetensors`: the DiT in ComfyUI's layout (`parity.models.convert`),
@@ -35,12 +38,14 @@ import diffusers
 import torch
 from diffusers import AutoencoderKL, ZImageTransformer2DModel
 from safetensors.torch import save_file
+from transformers import Qwen3Config
 
 from parity.errors import InputError
 from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_to_comfyui
 from parity.models.deterministic import uniform
-from parity.models.dit import TINY_SEED, tiny_dit_config, tiny_dit_state_dict
-from parity.models.text_encoder import build_tiny_text_encoder
+from parity.models.dit import TINY_SEED, synthetic_dit_state_dict, tiny_dit_config, tiny_dit_state_dict
+from parity.models.sizes import SIZES, ModelSize
+from parity.models.text_encoder import build_synthetic_text_encoder
 from parity.tokenizer import load_tokenizer
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
@@ -64,9 +69,15 @@ TINY_VAE_CONFIG = dict(
     use_post_quant_conv=False,
     mid_block_add_attention=True,
 )
-COMFYUI_DIT_FILE = Path("diffusion_models") / "zimage_parity_tiny.safetensors"
-COMFYUI_TEXT_ENCODER_FILE = Path("text_encoders") / "zimage_parity_tiny_qwen3.safetensors"
 COMFYUI_TEXT_ENCODER_PREFIX = "model."
+
+
+def comfyui_files(size: str) -> tuple[Path, Path]:
+    """Where `export_comfyui` puts the DiT and the text encoder of `size`, relative to its folder."""
+    return (
+        Path("diffusion_models") / f"zimage_parity_{size}.safetensors",
+        Path("text_encoders") / f"zimage_parity_{size}_qwen3.safetensors",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,19 @@ def tiny_transformer() -> ZImageTransformer2DModel:
     return model.eval()
 
 
+def _transformer(size: ModelSize) -> ZImageTransformer2DModel:
+    with torch.device("meta"):
+        model = ZImageTransformer2DModel(**size.dit)
+    model.load_state_dict(synthetic_dit_state_dict(size.dit), assign=True)
+    return model.eval()
+
+
+def _size(name: str) -> ModelSize:
+    if name not in SIZES:
+        raise InputError(f"unknown model size {name!r} (known: {', '.join(SIZES)})")
+    return SIZES[name]
+
+
 @contextmanager
 def _atomic_folder(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside `out_dir` that becomes `out_dir` if the block completes."""
@@ -130,18 +154,24 @@ def _class_entry(obj: object) -> list[str]:
     return [type(obj).__module__.split(".")[0], type(obj).__name__]
 
 
-def export_diffusers(out_dir: Path) -> Path:
-    """Write the tiny model as a diffusers Z-Image checkpoint folder; returns `out_dir`."""
-    out_dir = Path(out_dir)
+def export_diffusers(out_dir: Path, size: str = "tiny", max_shard_size: str | None = None) -> Path:
+    """Write a synthetic model as a diffusers Z-Image checkpoint folder; returns `out_dir`.
+
+    `max_shard_size` (such as "200MB") shards the transformer and the text encoder.
+    """
+    out_dir, model = Path(out_dir), _size(size)
     with _atomic_folder(out_dir) as staging:
         components = {
-            "text_encoder": build_tiny_text_encoder(),
+            "text_encoder": build_synthetic_text_encoder(Qwen3Config(**model.text_encoder)),
             "tokenizer": load_tokenizer(),
-            "transformer": tiny_transformer(),
+            "transformer": _transformer(model),
             "vae": tiny_vae(),
         }
         for name, component in components.items():
-            component.save_pretrained(staging / name)
+            if max_shard_size is not None and name in ("text_encoder", "transformer"):
+                component.save_pretrained(staging / name, max_shard_size=max_shard_size)
+            else:
+                component.save_pretrained(staging / name)
         scheduler = staging / "scheduler"
         scheduler.mkdir()
         header = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": diffusers.__version__}
@@ -153,15 +183,16 @@ def export_diffusers(out_dir: Path) -> Path:
     return out_dir
 
 
-def export_comfyui(out_dir: Path) -> ComfyUIExport:
-    """Write the tiny DiT and text encoder as ComfyUI single files under `out_dir`."""
-    out_dir = Path(out_dir)
-    dit = diffusers_to_comfyui(tiny_dit_state_dict())
-    dit[COMFYUI_PREFIX + UNUSED_COMFYUI_KEY] = torch.ones(tiny_dit_config()["dim"])
-    encoder = build_tiny_text_encoder().state_dict()
+def export_comfyui(out_dir: Path, size: str = "tiny") -> ComfyUIExport:
+    """Write a synthetic model's DiT and text encoder as ComfyUI single files under `out_dir`."""
+    out_dir, model = Path(out_dir), _size(size)
+    dit = diffusers_to_comfyui(synthetic_dit_state_dict(model.dit))
+    dit[COMFYUI_PREFIX + UNUSED_COMFYUI_KEY] = torch.ones(model.dit["dim"])
+    encoder = build_synthetic_text_encoder(Qwen3Config(**model.text_encoder)).state_dict()
     text_encoder = {COMFYUI_TEXT_ENCODER_PREFIX + name: value for name, value in encoder.items()}
+    dit_file, text_encoder_file = comfyui_files(size)
     with _atomic_folder(out_dir) as staging:
-        for relative, state in ((COMFYUI_DIT_FILE, dit), (COMFYUI_TEXT_ENCODER_FILE, text_encoder)):
+        for relative, state in ((dit_file, dit), (text_encoder_file, text_encoder)):
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in state.items()}, staging / relative)
-    return ComfyUIExport(dit=out_dir / COMFYUI_DIT_FILE, text_encoder=out_dir / COMFYUI_TEXT_ENCODER_FILE)
+    return ComfyUIExport(dit=out_dir / dit_file, text_encoder=out_dir / text_encoder_file)

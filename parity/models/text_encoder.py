@@ -11,12 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, Qwen3Config, Qwen3Model
+from transformers import AutoConfig, AutoModel, Qwen3Config, Qwen3Model
 
 from parity.errors import InputError
 from parity.models.deterministic import state_dict_sha256, uniform
+from parity.models.safetensors_files import shapes_of, weight_files
+from parity.models.weight_check import check_names, check_shapes
 
 TINY_SEED = 20251126
+WEIGHTS_FILE = "model.safetensors"
+LM_PREFIX = "model."
 TINY_CONFIG = dict(
     vocab_size=151936,
     hidden_size=80,
@@ -37,7 +41,7 @@ def tiny_config() -> Qwen3Config:
     return Qwen3Config(**TINY_CONFIG)
 
 
-def tiny_state_dict(config: Qwen3Config, seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
+def synthetic_state_dict(config: Qwen3Config, seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
     """Deterministic weights for every parameter of a bare Qwen3Model with `config`."""
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in Qwen3Model(config).state_dict().items()}
@@ -54,11 +58,17 @@ def tiny_state_dict(config: Qwen3Config, seed: int = TINY_SEED) -> dict[str, tor
     return state
 
 
-def build_tiny_text_encoder(device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3Model:
-    config = tiny_config()
+def build_synthetic_text_encoder(
+    config: Qwen3Config, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> Qwen3Model:
+    """A bare Qwen3Model with `config` and `synthetic_state_dict` weights."""
     model = Qwen3Model(config)
-    model.load_state_dict(tiny_state_dict(config), strict=True)
+    model.load_state_dict(synthetic_state_dict(config), strict=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def build_tiny_text_encoder(device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3Model:
+    return build_synthetic_text_encoder(tiny_config(), device, dtype)
 
 
 def load_text_encoder(
@@ -76,8 +86,28 @@ def load_text_encoder(
     folder = checkpoint / "text_encoder"
     if not folder.is_dir():
         raise InputError(f"checkpoint {checkpoint} has no text_encoder/ folder")
-    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    _check_weights(folder)
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"cannot load the text encoder in {folder}: {str(e).strip().splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def _check_weights(folder: Path) -> None:
+    """The folder's weight files against its config.json, from the headers: every shard the index
+    names present and readable, every tensor the config implies there with its shape, none extra."""
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the text encoder config in {folder}: {str(e).strip().splitlines()[0]}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AutoModel.from_config(config).state_dict().items()}
+    found = shapes_of(weight_files(folder, WEIGHTS_FILE))
+    # A causal-LM checkpoint nests the encoder under `model.` and adds a head the encoder never uses.
+    found = {k.removeprefix(LM_PREFIX): v for k, v in found.items() if k != "lm_head.weight"}
+    check_names(folder, expected, found, "text-encoder", "the text-encoder config")
+    check_shapes(folder, expected, found, "text-encoder")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -1,0 +1,72 @@
+"""Reading a checkpoint component's safetensors files: one file, or shards named by an index.
+
+Headers are read without loading tensors, so a missing shard, a truncated header or a wrong tensor
+is one clear line before any weight is loaded, whichever loader (ours or transformers') then loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from parity.errors import InputError
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a safetensors file, from its header (no tensor is loaded)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            names = f.keys()
+            return {k: tuple(f.get_slice(k).get_shape()) for k in names}
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
+
+
+def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors from a memory-mapped safetensors file (all of them, or `names`)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in (f.keys() if names is None else names)}
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
+
+
+def weight_files(folder: Path, single: str) -> dict[str, Path]:
+    """Which file holds each tensor: `single`, or the shards its `<single>.index.json` names (each
+    checked to exist; the tensors each shard header lists checked against the index)."""
+    index = folder / f"{single}.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = {str(name): folder / str(shard) for name, shard in weight_map.items()}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"cannot read the shard index {index}: {_one_line(e)}") from None
+        for shard in sorted(set(files.values())):
+            if not shard.is_file():
+                raise InputError(f"{index} names the shard {shard.name}, which is missing from {folder}")
+            held = read_shapes(shard)
+            absent = sorted(name for name, where in files.items() if where == shard and name not in held)
+            if absent:
+                raise InputError(f"{index} places {absent[0]} in {shard.name}, which does not hold it")
+        return files
+    path = folder / single
+    if not path.is_file():
+        raise InputError(f"{folder} has neither {single} nor {index.name}")
+    return dict.fromkeys(read_shapes(path), path)
+
+
+def shapes_of(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor `weight_files` found, from the headers."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in sorted(set(files.values())):
+        header = read_shapes(path)
+        shapes.update({name: header[name] for name, where in files.items() if where == path})
+    return shapes
