@@ -21,6 +21,11 @@ from parity.stages import STAGES
 ENCODERS = ("full", "simple", "turns")
 DTYPES = ("fp32", "bf16")
 NOISE = ("shared", "own")
+# 16 pixels make a 2x2 latent, the DiT's one 2x2 patch; below that the shared latent
+# (2 * (size // 16) per side, as diffusers draws it) is empty and no implementation can sample.
+MIN_SIZE = 16
+# torch.Generator.manual_seed takes 0..2**64-1, the range ComfyUI's seed widget offers too.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,8 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: dtype must be one of {', '.join(DTYPES)}, not {case.dtype!r}")
     if case.height <= 0 or case.width <= 0:
         raise InputError(f"{where}: height and width must be positive")
+    if case.height < MIN_SIZE or case.width < MIN_SIZE:
+        raise InputError(f"{where}: height and width must be at least {MIN_SIZE} pixels (one 2x2 latent patch)")
     if case.steps < 1:
         raise InputError(f"{where}: steps must be at least 1")
     for key in ("shift", "denoise", "cfg", "cfg_normalization", "cfg_truncation"):
@@ -177,8 +184,12 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: shift must be positive")
     if not 0 < case.denoise <= 1:
         raise InputError(f"{where}: denoise must be in (0, 1]")
+    # torch would take -1 as 2**64 - 1, but ComfyUI's widget cannot express a negative seed and the
+    # case hash would tell two spellings of one draw apart: a negative seed is refused, not wrapped.
     if case.seed < 0:
-        raise InputError(f"{where}: seed must not be negative")
+        raise InputError(f"{where}: seed must not be negative (torch would take {case.seed} as {case.seed % 2**64})")
+    if case.seed > MAX_SEED:
+        raise InputError(f"{where}: seed must be at most 2**64 - 1 (what torch.Generator.manual_seed takes)")
     return case
 
 
@@ -188,6 +199,8 @@ def load_case_file(path: Path) -> list[Case]:
     if unknown:
         raise InputError(f"{path.name}: unknown top-level key {unknown[0]!r} (cases go in [[case]] tables)")
     tables = data.get("case", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise InputError(f"{path.name}: 'case' must be an array of tables, each one written [[case]]")
     if not tables:
         raise InputError(f"{path.name}: no [[case]] tables")
     return [parse_case(t, path) for t in tables]

@@ -7,8 +7,8 @@ A fixture is trusted only when its bytes hash to what the manifest says.
 File names carry a hash of their content, so a regen never overwrites a file the manifest points
 at: it writes new files beside the old ones, and the one atomic replace of `manifest.json` is the
 moment the fixtures change. A regen killed before that leaves the previous fixtures intact and
-verifiable; the files it left behind are listed by `parity fixtures check` and removed by the
-next regen.
+verifiable; the files it left behind (fixture files no entry points at, a temporary manifest) are
+listed by `parity fixtures check`, named by the next regen, and removed when it commits.
 """
 
 from __future__ import annotations
@@ -28,6 +28,18 @@ MANIFEST_FORMAT = 1
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _well_formed(entry: Any) -> bool:
+    """A manifest entry names one .safetensors and one .json file, as plain names, each with a sha256."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("case_hash"), str):
+        return False
+    files = entry.get("files")
+    return (
+        isinstance(files, dict)
+        and all(isinstance(n, str) and isinstance(h, str) and Path(n).name == n for n, h in files.items())
+        and sorted(Path(n).suffix for n in files) == [".json", ".safetensors"]
+    )
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,18 @@ class FixtureStore:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{self.manifest_path}: unreadable manifest ({e})") from None
-        if data.get("format") != MANIFEST_FORMAT:
-            raise InputError(f"{self.manifest_path}: manifest format {data.get('format')!r} is not {MANIFEST_FORMAT}")
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise InputError(f"{self.manifest_path}: manifest format {found!r} is not {MANIFEST_FORMAT}")
+        fixtures = data.get("fixtures")
+        if not isinstance(fixtures, dict):
+            raise InputError(f"{self.manifest_path}: no 'fixtures' table")
+        for key, entry in fixtures.items():
+            if not _well_formed(entry):
+                raise InputError(
+                    f"{self.manifest_path}: entry {key!r} needs 'case_hash' and 'files' (one .safetensors and "
+                    "one .json file name, each with its sha256)"
+                )
         return data
 
     @staticmethod
@@ -95,7 +117,7 @@ class FixtureStore:
             expected = entry["files"][path.name]
             if sha256(data) != expected:
                 raise InputError(
-                    f"fixture {key}: {path.name} is corrupted or truncated "
+                    f"fixture {key}: {path.name} is corrupted or truncated, or the manifest was edited "
                     f"(sha256 {sha256(data)[:12]}…, manifest says {expected[:12]}…)"
                 )
             blobs.append(data)
@@ -143,18 +165,20 @@ class FixtureStore:
         manifest["fixtures"].update(self._pending)
         self._write_manifest(manifest)
         self._pending = {}
-        for path in self.unreferenced():
+        for path in self.leftovers():
             path.unlink()
 
-    def unreferenced(self) -> list[Path]:
-        """Files under golden/ that no manifest entry points at (left by an interrupted regen)."""
+    def leftovers(self) -> list[Path]:
+        """Files the manifest does not account for: fixture files under golden/ no entry points at,
+        and temporary manifests beside it (what an interrupted regen leaves)."""
         wanted = {
             path
             for key, entry in self.manifest()["fixtures"].items()
             for path in self._paths(key.split("/", 1)[0], entry)
         }
         found = {p for p in self.golden.glob("*/*") if p.is_file()} if self.golden.is_dir() else set()
-        return sorted(found - wanted)
+        temporary = set(self.root.glob(f".{self.manifest_path.name}.*.tmp"))
+        return sorted((found - wanted) | temporary)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest["fixtures"] = dict(sorted(manifest["fixtures"].items()))
@@ -174,7 +198,7 @@ class FixtureStore:
         problems.extend(
             f"{path.relative_to(self.root)}: not in the manifest (left by an interrupted regen? "
             "`parity fixtures regen` removes it)"
-            for path in self.unreferenced()
+            for path in self.leftovers()
         )
         return problems
 

@@ -64,9 +64,24 @@ class StageOutputs:
         return data
 
 
+def _unwritable(path: Path, error: OSError) -> InputError:
+    # A file where a folder should be reads as "File exists" or "Not a directory": name the file.
+    in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{in_the_way} is a file, not a folder" if in_the_way is not None else error.strerror or str(error)
+    return InputError(f"cannot write {path}: {reason}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to a temporary file beside `path`, then rename it into place.
+
+    Readers (and a second run writing the same path) see the old file or a complete new one, never
+    a mix; an unwritable destination is an InputError naming it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -75,6 +90,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         # mkstemp creates 0600; reports and fixtures are meant to be read by others (CI artifacts).
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -28,6 +28,7 @@ from parity.runner import produce
 from parity.stages import STAGES
 from parity.suite import Group, Options, groups
 from parity.tolerances import tolerance_for
+from parity.truncation import truncation
 
 
 def _provenance(group: Group) -> dict[str, Any]:
@@ -63,7 +64,20 @@ def reference_runs(cases: list[Case], options: Options) -> Iterator[tuple[Group,
                 yield group, case, name, reference
 
 
+def _say_what_an_interrupted_regen_left(store: FixtureStore) -> None:
+    leftovers = store.leftovers()
+    if leftovers:
+        names = ", ".join(str(p.relative_to(store.root)) for p in leftovers)
+        print(
+            f"note: {len(leftovers)} file(s) in {store.root} the manifest does not list, left by an interrupted "
+            f"regen: {names}; the fixtures the manifest lists are intact; when this regen commits, it keeps the "
+            "files it writes again and removes the rest",
+            file=sys.stderr,
+        )
+
+
 def regenerate(store: FixtureStore, cases: list[Case], options: Options, accept: bool, changelog: Path) -> int:
+    _say_what_an_interrupted_regen_left(store)
     written = []
     provenance: dict[int, dict[str, Any]] = {}
     for group, case, name, reference in reference_runs(cases, options):
@@ -73,6 +87,10 @@ def regenerate(store: FixtureStore, cases: list[Case], options: Options, accept:
         write = store.write(case, name, outputs, record)
         written.append((write, outputs))
         print(f"{write.key}: {'changed' if write.changed else 'unchanged'}", file=sys.stderr)
+        if outputs.template is not None and outputs.tokens is not None:
+            cut = truncation(group.context.tokenizer, outputs.template, outputs.tokens)
+            if cut is not None:
+                print(f"warning: case {case.id!r}: {name} truncates the prompt: {cut.describe()}", file=sys.stderr)
     store.commit()
     changed = [w for w, _ in written if w.changed]
     write_changelog(changelog, written)

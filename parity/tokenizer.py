@@ -10,6 +10,10 @@ tokens make it token-for-token the Qwen3 tokenizer.
 Conversion takes seconds, so the result is cached on disk (`save_pretrained` output), keyed by
 everything that can change it: both file hashes, the transformers and tokenizers versions and
 RECIPE_VERSION. The source files are verified on every load, cache hit or not.
+
+A checkpoint's chat template is user-supplied Jinja that the harness renders (through
+transformers, in jinja2's ImmutableSandboxedEnvironment). The sandbox refuses unsafe access with a
+SecurityError; a checkpoint whose template tries it is refused as bad input, naming the file.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from jinja2.exceptions import SecurityError
 from tokenizers import AddedToken, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -78,6 +83,15 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 )
 # Qwen3 names these besides pad/eos; they are what `skip_special_tokens` drops.
 QWEN3_EXTRA_SPECIAL_TOKENS = tuple(t for t, special in QWEN3_ADDED_TOKENS[1:] if special)
+
+
+# What chat templates branch on: a system turn, an assistant turn with its reasoning, a user turn.
+_PROBE_CONVERSATION = (
+    {"role": "system", "content": "probe"},
+    {"role": "user", "content": "probe"},
+    {"role": "assistant", "content": "probe", "reasoning_content": "probe"},
+    {"role": "user", "content": "probe"},
+)
 
 
 @dataclass(frozen=True)
@@ -237,6 +251,33 @@ def load_reference_tokenizer(
     return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
 
 
+def chat_template_source(folder: Path) -> Path:
+    """The file transformers reads a tokenizer folder's chat template from."""
+    standalone = folder / "chat_template.jinja"
+    return standalone if standalone.is_file() else folder / "tokenizer_config.json"
+
+
+def unsafe_template(source: Path, error: SecurityError) -> InputError:
+    reason = " ".join(str(error).split())
+    return InputError(f"{source}: the chat template attempted unsafe access; the Jinja sandbox refused it ({reason})")
+
+
+def _refuse_unsafe_template(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Render the template once, before any implementation does, so unsafe access is refused up front
+    whichever library renders it later (a live pipeline's own call included)."""
+    for thinking in (True, False):
+        try:
+            tokenizer.apply_chat_template(
+                list(_PROBE_CONVERSATION), tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+            )
+        except SecurityError as e:
+            raise unsafe_template(chat_template_source(folder), e) from None
+        except Exception:
+            # Only unsafe access is judged here: a template that cannot render this conversation
+            # fails with its own error where an implementation renders it.
+            return
+
+
 def load_tokenizer(checkpoint: Path | None = None, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
     """A checkpoint's `tokenizer/` folder when given, else the reference Qwen3 tokenizer."""
     if checkpoint is None:
@@ -245,10 +286,12 @@ def load_tokenizer(checkpoint: Path | None = None, cache_dir: Path | None = None
     if not folder.is_dir():
         raise InputError(f"checkpoint {checkpoint} has no tokenizer/ folder")
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"checkpoint {checkpoint}: cannot load tokenizer/: {first_line}") from None
+    _refuse_unsafe_template(tokenizer, folder)
+    return tokenizer
 
 
 def _package_version(package: str) -> str | None:

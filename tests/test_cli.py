@@ -5,9 +5,10 @@ Contracts (DESIGN.md, "Contracts others rely on"): exit 0 = success / no unexpec
 stderr and no traceback. Expected token ids come from the reference doc (ZIMAGE_REFERENCE.md §0-1),
 not from what the code prints.
 
-Most checks call `parity.cli.main` in-process (seconds instead of a fresh interpreter each); two
-run `python -m parity.cli` for real, where the exit status and the raw stderr are what is tested.
-Every check that changes fixtures works on a copy under tmp_path, never on the repository's.
+Checks call `parity.cli.main` in-process (seconds instead of a fresh interpreter each). The table
+of bad inputs (unknown keys, damaged fixtures, unsafe templates, ...), some rows in a real process,
+is tests/test_bad_inputs.py. Every check that changes fixtures works on a copy under tmp_path,
+never on the repository's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -26,10 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from parity import tokenizer as tokenizer_module
 from parity.cases import load_case_file, load_cases
 from parity.cli import main
-from parity.errors import InputError
 from parity.fixtures import FixtureStore
 from parity.stages import TEXT_STAGES, Template
 
@@ -63,14 +61,6 @@ def invoke(*args: object) -> Result:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main([str(a) for a in args])
     return Result(rc, out.getvalue(), err.getvalue())
-
-
-def run_subprocess(*args: object) -> Result:
-    proc = subprocess.run(
-        [sys.executable, "-m", "parity.cli", *map(str, args)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def bad_input(res: Result, *fragments: str) -> str:
@@ -147,53 +137,7 @@ def short_run(pristine, tmp_path_factory):
     return res, out
 
 
-# --- 1. bad input: exit 2, one line, no traceback ------------------------------------------------------
-
-
-def test_unknown_case_key_names_the_key(fx):
-    (fx / "cases" / "extra.toml").write_text('[[case]]\nid = "x"\nprompt = "y"\ncolour = "red"\n', encoding="utf-8")
-    bad_input(invoke("run", "--cases", "short", "--fixtures", fx), "colour", "extra.toml")
-
-
-def test_malformed_toml(fx):
-    (fx / "cases" / "broken.toml").write_text('[[case]]\nid = "x"\nprompt = "unterminated\n', encoding="utf-8")
-    bad_input(invoke("run", "--cases", "short", "--fixtures", fx), "broken.toml")
-
-
-def test_unknown_adapter(pristine):
-    bad_input(invoke("run", "--cases", "short", "--adapters", "nope", "--fixtures", pristine), "'nope'")
-
-
-def test_unknown_stage(pristine):
-    bad_input(invoke("run", "--cases", "short", "--stages", "nope", "--fixtures", pristine), "'nope'")
-
-
-def test_missing_fixture_file(fx):
-    path = fixture_file(fx, "short/diffusers", ".safetensors")
-    path.unlink()
-    line = bad_input(invoke("run", "--cases", "short", "--adapters", "inhouse", "--fixtures", fx), "short/diffusers")
-    assert path.name in line and "missing" in line
-
-
-def test_missing_fixture_entry(fx):
-    data = manifest(fx)
-    del data["fixtures"]["short/diffusers"]
-    (fx / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
-    line = bad_input(invoke("run", "--cases", "short", "--adapters", "inhouse", "--fixtures", fx), "short/diffusers")
-    assert "regen" in line
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_damaged_fixture_is_named_and_nothing_is_written(fx, tmp_path, damage):
-    path = fixture_file(fx, "short/diffusers", ".safetensors")
-    data = path.read_bytes()
-    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]) if damage == "flip" else data[: len(data) // 2])
-    res = invoke("run", "--cases", "short", "--adapters", "inhouse", "--fixtures", fx,
-                 "--json", tmp_path / "out.json", "--report", tmp_path / "out.html")
-    line = bad_input(res, "short/diffusers", path.name)
-    assert re.search("sha256|corrupt", line), line
-    # "nothing half-written is left behind"
-    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.html").exists()
+# --- 1. bad input (more in test_bad_inputs.py) ------------------------------------------------------
 
 
 def test_case_changed_since_its_fixture_was_made(fx):
@@ -252,59 +196,7 @@ def test_tokenize_jsonl_rejects_a_line_that_is_not_a_json_string(monkeypatch, se
     bad_input(invoke("tokenize", "--stdin", "--jsonl"), "line 2")
 
 
-# --- end to end, in a real process -------------------------------------------------------------------
-
-
-def test_subprocess_unknown_adapter_is_one_line():
-    res = run_subprocess("run", "--cases", "short", "--adapters", "nope", "--fixtures", ROOT / "fixtures")
-    bad_input(res, "'nope'")
-    assert res.out == ""
-
-
-def test_subprocess_corrupted_fixture_is_one_line(fx):
-    path = fixture_file(fx, "short/qwen3_chat", ".safetensors")
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    # short's reference is diffusers; --reference forces the damaged qwen3_chat fixture to be read.
-    res = run_subprocess("run", "--cases", "short", "--adapters", "inhouse", "--reference", "qwen3_chat",
-                         "--fixtures", fx)
-    line = bad_input(res, "short/qwen3_chat", path.name)
-    assert re.search("sha256|corrupt", line), line
-
-
-# --- 2. tokenizer data with the wrong sha256 ---------------------------------------------------------
-
-
-def _tampered_files(tmp_path: Path, which: str) -> tuple[tokenizer_module.ReferenceFiles, Path]:
-    real = tokenizer_module.default_reference_files()
-    pinned = getattr(real, which)
-    copy = tmp_path / pinned.path.name
-    copy.write_bytes(pinned.path.read_bytes() + b"\n")
-    tampered = tokenizer_module.PinnedFile(copy, pinned.sha256, pinned.package, pinned.install)
-    files = tokenizer_module.ReferenceFiles(**{
-        "ranks": real.ranks, "chat_template": real.chat_template, which: tampered,
-    })
-    return files, copy
-
-
-@pytest.mark.parametrize("which", ["ranks", "chat_template"])
-def test_reference_data_with_wrong_sha256_is_refused(tmp_path, which):
-    files, copy = _tampered_files(tmp_path, which)
-    with pytest.raises(InputError, match="sha256") as err:
-        tokenizer_module.load_reference_tokenizer(files=files, cache_dir=tmp_path / "cache")
-    assert str(copy) in str(err.value)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.json"))
-
-
-def test_reference_data_with_wrong_sha256_exits_2_through_the_cli(tmp_path, monkeypatch):
-    # The CLI has no flag for the reference files; the only way in is the module's own default.
-    files, copy = _tampered_files(tmp_path, "chat_template")
-    monkeypatch.setattr(tokenizer_module, "default_reference_files", lambda: files)
-    bad_input(invoke("tokenize", "--text", "A cat sleeping", "--json"), str(copy), "sha256")
-
-
-# --- 3. contracts --------------------------------------------------------------------------------------
+# --- 2. contracts --------------------------------------------------------------------------------------
 
 
 def _spelled(tokens: list[str]) -> str:
@@ -511,7 +403,7 @@ def test_fixtures_stale_lists_the_fixtures_of_a_removed_case(fx):
     assert sorted(res.out.split()) == ["think-off/diffusers", "think-off/qwen3_chat"]
 
 
-# --- 4. expectations: only the undeclared fails ----------------------------------------------------
+# --- 3. expectations: only the undeclared fails ----------------------------------------------------
 
 
 def test_an_undeclared_divergence_exits_1(fx):
@@ -537,7 +429,7 @@ def test_a_declared_divergence_that_no_longer_happens_exits_1(fx):
     assert "think-off / inhouse / template" in res.out
 
 
-# --- 5. the HTML report escapes what users write ---------------------------------------------------------
+# --- 4. the HTML report escapes what users write ---------------------------------------------------------
 
 
 def test_report_escapes_user_text(fx, tmp_path):

@@ -1,0 +1,31 @@
+"""Saying when an implementation cut the prompt: its attended tokens are a proper prefix of its template's."""
+
+from implementations.zimage.chat import MAX_SEQUENCE_LENGTH, tokenize_padded
+from implementations.zimage.comfy_text import tokenize as comfy_tokenize
+from parity.stages import Template
+from parity.truncation import truncation
+
+
+def test_a_prompt_within_the_limit_is_not_cut(context):
+    template = Template("<|im_start|>user\nA cat sleeping<|im_end|>\n<|im_start|>assistant\n")
+    assert truncation(context.tokenizer, template, tokenize_padded(context.tokenizer, template.text)) is None
+
+
+def test_the_references_cut_at_512_and_the_count_is_what_was_dropped(context, suite_cases):
+    text = suite_cases["long-over-512"].prompt
+    template = Template(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
+    total = len(context.tokenizer(template.text)["input_ids"])
+    cut = truncation(context.tokenizer, template, tokenize_padded(context.tokenizer, template.text))
+    assert cut is not None and (cut.total, cut.kept) == (total, MAX_SEQUENCE_LENGTH)
+    assert cut.dropped == total - MAX_SEQUENCE_LENGTH > 0
+    assert f"{cut.dropped:,} dropped" in cut.describe()
+    # ComfyUI's path keeps every token: nothing to say.
+    assert truncation(context.tokenizer, template, comfy_tokenize(context.tokenizer, template.text)) is None
+
+
+def test_tokens_that_differ_otherwise_are_not_called_a_cut(context):
+    # ComfyUI drops an `embedding:` reference from the middle: fewer tokens, but not a prefix.
+    template = Template("A cat embedding:missing sleeping on a mat")
+    tokens = comfy_tokenize(context.tokenizer, template.text)
+    assert len(tokens.input_ids) < len(context.tokenizer(template.text)["input_ids"])
+    assert truncation(context.tokenizer, template, tokens) is None
