@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
 from parity.noise import shared_noise
@@ -33,6 +35,9 @@ def _encode(adapter: Adapter, case: Case):
 Executed = tuple[StageOutputs, dict[str, str]]
 
 
+# Nothing here is ever differentiated; with autograd on, a forward keeps what a backward would
+# need, such as each layer's fused qkv weight: a second copy of the attention weights per adapter.
+@torch.no_grad()
 def execute(
     adapter: Adapter,
     case: Case,

@@ -81,3 +81,14 @@ def test_available_bytes_reads_this_machine():
     free = memory.available_bytes("cpu")
     assert free is None or free > 0
     assert memory.available_bytes("mps") is None
+
+
+@pytest.mark.parametrize("name", ["diffsynth_style", "comfyui_style", "inhouse"])
+def test_stages_build_no_autograd_graph(suite_cases, name):
+    """A graph would keep what a backward needs, e.g. every layer's fused qkv weight: a second copy."""
+    from parity.execute import execute
+
+    adapter = registered_adapters()[name](Context())
+    outputs, _ = execute(adapter, suite_cases["turbo"], "denoise")
+    assert not outputs.denoise.model_out.requires_grad
+    assert not outputs.embeddings.hidden.requires_grad
