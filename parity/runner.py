@@ -32,6 +32,7 @@ from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
 from parity.stages import STAGES
 from parity.tolerances import tolerance_for
+from parity.truncation import truncation
 
 MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
     "match", "declared", "unexpected", "unsupported", "declared-but-matches"
@@ -231,6 +232,10 @@ class Runner:
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
         encoded = self._encode_all(cases, goldens)
+        truncated = self._truncations(encoded)
+        for line in truncated:
+            self.progress(f"warning: {line}")
+        warnings = [*warnings, *truncated]
         if any("denoise" in self._wanted(c) for c in cases):
             note = self.context.make_room_for_dit()
             if note is not None:
@@ -265,6 +270,18 @@ class Runner:
 
     def _wanted(self, case: Case) -> list[str]:
         return [s for s in self.stages if s in case.stages]
+
+    def _truncations(self, encoded: dict[tuple[str, str], Executed]) -> list[str]:
+        """A line per adapter that cut a case's prompt short: a cut every implementation makes alike
+        compares equal, so only this says it happened."""
+        lines = []
+        for (case_id, name), (outputs, _) in encoded.items():
+            if outputs.template is None or outputs.tokens is None:
+                continue
+            cut = truncation(self.context.tokenizer, outputs.template, outputs.tokens)
+            if cut is not None:
+                lines.append(f"case {case_id!r}: {name} truncates the prompt: {cut.describe()}")
+        return lines
 
     def _encode_all(self, cases: list[Case], goldens: dict[str, StageOutputs]) -> dict[tuple[str, str], Executed]:
         """Every stage before the denoise stage, for every case and adapter, before any DiT stage runs,

@@ -285,6 +285,16 @@ def checkpoint_template_escape_on_one_prompt(ws: Workspace) -> Expect:
     return Expect(args, ("tokenizer/chat_template.jinja", "attempted unsafe access"), absent=(marker,))
 
 
+def checkpoint_template_escape_in_a_live_library(ws: Workspace) -> Expect:
+    # The same trap, rendered by the installed diffusers pipeline itself rather than by our code.
+    folder, marker = ws.checkpoint(), ws.tmp / "escaped"
+    template = folder / "tokenizer" / "chat_template.jinja"
+    trap = "{% if messages[0].content == 'A cat sleeping' %}" + ESCAPE.format(marker=marker) + "{% endif %}"
+    replace(template, trap.encode() + template.read_bytes())
+    args = run_short(ws, "--adapters", "diffusers", "--checkpoint", folder)
+    return Expect(args, ("tokenizer/chat_template.jinja", "attempted unsafe access"), absent=(marker,))
+
+
 def jinja_in_an_inhouse_template(ws: Workspace) -> Expect:
     # Not bad input: the node pack's Markdown templates are plain text and are never rendered as
     # Jinja (neither by the pack nor here), so a payload in one reaches the prompt verbatim.
@@ -356,6 +366,7 @@ ROWS = [
     pytest.param(checkpoint_template_escape, SUBPROCESS, id="jinja-escape-chat_template.jinja"),
     pytest.param(checkpoint_config_template_escape, IN_PROCESS, id="jinja-escape-tokenizer_config"),
     pytest.param(checkpoint_template_escape_on_one_prompt, IN_PROCESS, id="jinja-escape-on-one-prompt"),
+    pytest.param(checkpoint_template_escape_in_a_live_library, IN_PROCESS, id="jinja-escape-in-live-diffusers"),
     pytest.param(jinja_in_an_inhouse_template, IN_PROCESS, id="jinja-in-inhouse-template-verbatim"),
     pytest.param(long_prompt, IN_PROCESS, id="prompt-200k-chars"),
     pytest.param(nan_in_the_model, IN_PROCESS, id="nan-weight"),

@@ -29,3 +29,20 @@ def test_tokens_that_differ_otherwise_are_not_called_a_cut(context):
     tokens = comfy_tokenize(context.tokenizer, template.text)
     assert len(tokens.input_ids) < len(context.tokenizer(template.text)["input_ids"])
     assert truncation(context.tokenizer, template, tokens) is None
+
+
+def test_a_run_says_which_adapters_cut_the_prompt(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from parity.cli import main
+
+    results = tmp_path / "results.json"
+    fixtures = Path(__file__).parents[1] / "fixtures"
+    assert main(["run", "--cases", "long-over-512", "--fixtures", str(fixtures), "--json", str(results)]) == 0
+    err = capsys.readouterr().err
+    warnings = json.loads(results.read_text())["warnings"]
+    for name in ("diffusers", "diffsynth_style", "qwen3_chat"):
+        line = next(w for w in warnings if f"{name} truncates the prompt" in w)
+        assert "case 'long-over-512'" in line and "512 kept" in line and line in err
+    assert not any("comfyui_style truncates" in w for w in warnings)
