@@ -235,7 +235,7 @@ class Runner:
         truncated = self._truncations(encoded)
         for line in truncated:
             self.progress(f"warning: {line}")
-        warnings = [*warnings, *truncated]
+        warnings = sorted({*warnings, *truncated})
         if any("denoise" in self._wanted(c) for c in cases):
             note = self.context.make_room_for_dit()
             if note is not None:
