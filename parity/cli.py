@@ -1,5 +1,5 @@
 """The `parity` command. Exit status: 0 success / no unexpected divergence, 1 unexpected
-divergence (or fixtures that changed on regen), 2 bad input with one line on stderr."""
+divergence (or fixtures that changed on regen), 2 bad input with one line on stderr, 130 Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import NoReturn
 from parity.errors import InputError
 
 DEFAULT_FIXTURES = Path("fixtures")
+DEFAULT_RESULTS = Path("reports/parity.json")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dump", type=Path, help="write every adapter's stage outputs under DIR/<case>/")
     run.add_argument("--report", type=Path, help="write the HTML report here")
     run.add_argument("--json", type=Path, help="write the machine-readable results here")
+    run.add_argument(
+        "--shard", metavar="I/N",
+        help="run only shard I of N (1 <= I <= N): the cases sorted by id, the k-th (from 0) in shard k mod N + 1; "
+        "join the shards' --json results with `parity report --merge`",
+    )
+    run.add_argument(
+        "-j", "--jobs", type=int, default=1, metavar="N",
+        help="run cases in N worker processes, each with 1/N of the torch threads (default: 1, in this process)",
+    )
     _common(run)
 
     tok = sub.add_parser("tokenize", help="tokenize text with the reference (or a checkpoint's) tokenizer")
@@ -108,8 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--device", default="cpu")
     tables.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
 
-    report = sub.add_parser("report", help="render the HTML report from a results JSON")
-    report.add_argument("--json", type=Path, default=Path("reports/parity.json"))
+    report = sub.add_parser("report", help="render the HTML report from a results JSON, or merge shards' results")
+    report.add_argument(
+        "--json", type=Path,
+        help=f"the results to render (default: {DEFAULT_RESULTS}); with --merge, where to write the merged results",
+    )
+    report.add_argument(
+        "--merge", type=Path, nargs="+", metavar="SHARD_JSON",
+        help="join every shard's `parity run --shard I/N --json` results into the unsharded run's; "
+        "exit 1 on an unexpected divergence, like the run",
+    )
     report.add_argument("--out", type=Path, default=Path("reports/parity.html"))
     return parser
 
@@ -125,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("parity: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

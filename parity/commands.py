@@ -6,18 +6,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
 from parity.context import Context
 from parity.errors import InputError
-from parity.expectations import load_expectations
 from parity.fixtures import FixtureStore
+from parity.merge_shards import merge_shards
 from parity.outputs import atomic_write_bytes
 from parity.regen import check_drift, reference_runs, regenerate
-from parity.runner import Runner, merge
+from parity.runner import RunResult
+from parity.shard import parse_shard
 from parity.stages import STAGES
-from parity.suite import Options, groups
+from parity.suite import Options, RunPlan, Suite, groups, run_order
 
 
 def print_json(data: object) -> None:
@@ -31,28 +33,29 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def run(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if args.jobs < 1:
+        raise InputError(f"-j must be at least 1, not {args.jobs}")
     cases = load_cases(args.fixtures / "cases", args.cases)
-    expectations = load_expectations(args.fixtures / "expectations.toml")
-    store = FixtureStore(args.fixtures)
-    stages = tuple(args.stages) if args.stages else STAGES
-    modes = [args.mode] + (["forced"] if args.with_forced and args.mode == "free" else [])
-    results = []
-    for mode in modes:
-        runs = []
-        for group in groups(cases, args.adapters, _options(args)):
-            runner = Runner(
-                group.context, group.adapters, group.references, store, expectations,
-                stages=stages, mode=mode, reference=args.reference, dump=args.dump if mode == args.mode else None,
-                blocks=args.blocks,
-            )
-            runs.append(runner.run(group.cases))
-        results.append(merge(runs))
-    result = results[0]
-    data = result.to_json()
-    # The other mode rides along so the report can overlay its per-step curves.
-    data["companions"] = [r.to_json() for r in results[1:]]
+    plan = RunPlan(
+        fixtures=args.fixtures, adapters=args.adapters, stages=tuple(args.stages) if args.stages else STAGES,
+        mode=args.mode, with_forced=args.with_forced, reference=args.reference, dump=args.dump, blocks=args.blocks,
+        options=_options(args),
+    )
+    mine = shard.select(cases) if shard is not None else cases
+    if args.jobs > 1 and mine:
+        from parity.parallel import run_parallel
+
+        results = run_parallel(plan, mine, args.jobs)
+    else:
+        suite = Suite(plan)
+        results = [suite.run(mine, mode) for mode in plan.modes]
+    data = results_json(results)
+    if shard is not None:
+        run_options = {"reference": plan.reference, "blocks": plan.blocks, "dtype": plan.options.dtype}
+        data["shard"] = shard.to_json(run_order(cases, plan.options), run_options)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
+        write_results(args.json, data)
     if args.report:
         from parity.report.html import write_html
 
@@ -62,12 +65,25 @@ def run(args: argparse.Namespace) -> int:
     return max(r.exit_code for r in results)
 
 
-def _print_summary(result) -> None:
+def write_results(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
+
+
+def results_json(results: list[RunResult]) -> dict[str, Any]:
+    """A run's results file: its mode's result, with the other mode's riding along so the report can
+    overlay its per-step curves."""
+    data = results[0].to_json()
+    data["companions"] = [r.to_json() for r in results[1:]]
+    return data
+
+
+def _print_summary(result: RunResult) -> None:
     failures = result.failures
     counts: dict[str, int] = {}
     for r in result.results:
         counts[r.status] = counts.get(r.status, 0) + 1
-    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({result.seconds:.1f}s, {result.mode})")
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no results"
+    print(f"{tally} ({result.seconds:.1f}s, {result.mode})")
     for r in failures:
         print(f"UNEXPECTED {r.case} / {r.adapter} / {r.stage}: {r.summary}")
 
@@ -200,14 +216,26 @@ def tables(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    from parity.cli import DEFAULT_RESULTS
     from parity.report.html import write_html
 
-    if not args.json.is_file():
-        raise InputError(f"results file not found: {args.json} (run `parity run --json {args.json}` first)")
+    if args.merge:
+        results = merge_shards(args.merge)
+        data = results_json(results)
+        if args.json:
+            write_results(args.json, data)
+        write_html(data, args.out)
+        for r in results:
+            _print_summary(r)
+        print(args.out)
+        return max(r.exit_code for r in results)
+    source = args.json or DEFAULT_RESULTS
+    if not source.is_file():
+        raise InputError(f"results file not found: {source} (run `parity run --json {source}` first)")
     try:
-        data = json.loads(args.json.read_text(encoding="utf-8"))
+        data = json.loads(source.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{args.json}: unreadable results ({e})") from None
+        raise InputError(f"{source}: unreadable results ({e})") from None
     write_html(data, args.out)
     print(args.out)
     return 0

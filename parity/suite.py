@@ -1,17 +1,23 @@
-"""Turning command-line choices into runnable pieces: contexts, adapters, references.
+"""Turning command-line choices into runnable pieces: contexts, adapters, references, runs.
 
 Cases may ask for different dtypes; each dtype gets its own context (and so its own text
-encoder), and every adapter in that group shares it.
+encoder), and every adapter in that group shares it. A run reports its cases group by group, in
+the order the dtypes first appear, each group in case-file order: `run_order`.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from parity.adapter import Adapter, registered_adapters, select_adapters
 from parity.cases import Case
 from parity.context import Context
+from parity.expectations import load_expectations
+from parity.fixtures import FixtureStore
+from parity.runner import Runner, RunResult, merge
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,85 @@ class Group:
     references: dict[str, Adapter]
 
 
-def groups(cases: list[Case], adapter_names: list[str] | None, options: Options) -> list[Group]:
-    """Cases grouped by effective dtype, each group with its own context and adapter instances."""
+def by_dtype(cases: list[Case], options: Options) -> dict[str, list[Case]]:
+    """Cases keyed by the dtype they run in, dtypes in order of first appearance."""
+    out: dict[str, list[Case]] = {}
+    for case in cases:
+        out.setdefault(options.dtype or case.dtype, []).append(case)
+    return out
+
+
+def run_order(cases: list[Case], options: Options) -> list[str]:
+    """The case ids in the order a run over `cases` reports them."""
+    return [case.id for members in by_dtype(cases, options).values() for case in members]
+
+
+def _group(dtype: str, cases: list[Case], adapter_names: list[str] | None, options: Options) -> Group:
     chosen = select_adapters(adapter_names)
     reference_classes = {n: c for n, c in registered_adapters().items() if c.is_reference()}
-    by_dtype: dict[str, list[Case]] = {}
-    for case in cases:
-        by_dtype.setdefault(options.dtype or case.dtype, []).append(case)
-    out = []
-    for dtype, members in by_dtype.items():
-        context = Context(checkpoint=options.checkpoint, device=options.device, dtype=dtype)
-        adapters = {n: c(context) for n, c in chosen.items()}
-        references = {n: adapters.get(n) or c(context) for n, c in reference_classes.items()}
-        out.append(Group(context, members, adapters, references))
-    return out
+    context = Context(checkpoint=options.checkpoint, device=options.device, dtype=dtype)
+    adapters = {n: c(context) for n, c in chosen.items()}
+    references = {n: adapters.get(n) or c(context) for n, c in reference_classes.items()}
+    return Group(context, cases, adapters, references)
+
+
+def groups(cases: list[Case], adapter_names: list[str] | None, options: Options) -> list[Group]:
+    """Cases grouped by effective dtype, each group with its own context and adapter instances."""
+    return [_group(dtype, members, adapter_names, options) for dtype, members in by_dtype(cases, options).items()]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What `parity run` was asked to do, minus the cases; plain data, so worker processes get a copy."""
+
+    fixtures: Path
+    adapters: list[str] | None
+    stages: tuple[str, ...]
+    mode: str
+    with_forced: bool
+    reference: str | None
+    dump: Path | None
+    blocks: bool
+    options: Options
+
+    @property
+    def modes(self) -> list[str]:
+        """The modes to run, the asked-for one first (its result is the run's; the other rides along)."""
+        return [self.mode] + (["forced"] if self.with_forced and self.mode == "free" else [])
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+class Suite:
+    """A plan's contexts and adapters, built once per dtype and shared by every batch of cases and
+    both modes, so running cases one at a time (a parallel worker) costs no more than all at once."""
+
+    def __init__(self, plan: RunPlan, progress: Callable[[str], None] = _to_stderr) -> None:
+        self.plan, self.progress = plan, progress
+        self.store = FixtureStore(plan.fixtures)
+        self.expectations = load_expectations(plan.fixtures / "expectations.toml")
+        self._groups: dict[str, Group] = {}
+
+    def _runner(self, dtype: str, mode: str) -> Runner:
+        if dtype not in self._groups:
+            self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options)
+        group = self._groups[dtype]
+        return Runner(
+            group.context, group.adapters, group.references, self.store, self.expectations,
+            stages=self.plan.stages, mode=mode, reference=self.plan.reference,
+            dump=self.plan.dump if mode == self.plan.mode else None, blocks=self.plan.blocks,
+            progress=self.progress,
+        )
+
+    def run(self, cases: list[Case], mode: str) -> RunResult:
+        groups_of_cases = by_dtype(cases, self.plan.options)
+        if not groups_of_cases:
+            # A shard may be dealt no case; its result still says what was asked (adapters, stages,
+            # environment), so it merges with the others, and it names no dtype.
+            empty = self._runner(self.plan.options.dtype or "fp32", mode).run([])
+            empty.environment["dtype"] = []
+            return empty
+        runs = [self._runner(dtype, mode).run(members) for dtype, members in groups_of_cases.items()]
+        return merge(runs, run_order(cases, self.plan.options))
