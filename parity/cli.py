@@ -88,9 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--json", action="store_true", help="print {'sigmas': [...], 'model_t': [...]}")
     _common(schedule)
 
-    export = sub.add_parser("export", help="write the tiny reference model as a checkpoint the real library loads")
+    export = sub.add_parser("export", help="write a synthetic model as a checkpoint the real library loads")
     export.add_argument("--format", choices=("diffusers", "comfyui"), required=True)
     export.add_argument("--out", type=Path, required=True, help="an empty or new folder")
+    export.add_argument(
+        "--size", choices=("tiny", "mid"), default="tiny",
+        help="tiny: the reference model the fixtures use; mid: ~1.3 GiB with the real shapes' ratios (benchmarks)",
+    )
+    export.add_argument(
+        "--max-shard-size", help="diffusers format: shard the transformer and text encoder, e.g. 200MB"
+    )
 
     fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
     fixtures.add_argument("action", choices=("check", "regen", "stale"))

@@ -167,9 +167,11 @@ def export(args: argparse.Namespace) -> int:
     from parity.models.export import export_comfyui, export_diffusers
 
     if args.format == "diffusers":
-        print(export_diffusers(args.out))
+        print(export_diffusers(args.out, args.size, args.max_shard_size))
     else:
-        files = export_comfyui(args.out)
+        if args.max_shard_size is not None:
+            raise InputError("--max-shard-size shards diffusers folders; ComfyUI files are single files")
+        files = export_comfyui(args.out, args.size)
         print(files.dit)
         print(files.text_encoder)
     return 0
