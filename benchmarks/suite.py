@@ -104,7 +104,8 @@ def plot(result: dict, out: Path) -> None:
     tokens = result["growth"]["image_tokens"]
     ax = axes[1][0]
     ax.loglog(tokens["values"], tokens["seconds"], "o-")
-    ax.set(title=f"denoise vs image tokens ({tokens['steps']} steps): ~tokens^{tokens['fit']['exponent']}",
+    ax.set(title=f"denoise vs image tokens ({tokens['steps']} steps): ~tokens^{tokens['fit']['exponent']} "
+           f"(^{tokens['fit']['exponent_largest']} at the top)",
            xlabel="image tokens", ylabel="seconds")
     ax = axes[1][1]
     names = ["capture", "memory", "report s", "report MiB"]

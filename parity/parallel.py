@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import torch
 
 from parity.cases import Case
-from parity.runner import DECLARED, FAILING, MATCH, RunResult, merge
+from parity.runner import RunResult, case_line, merge
 from parity.suite import RunPlan, Suite, run_order
 
 _suite: Suite | None = None  # a worker's, built once it starts
@@ -51,14 +51,6 @@ def _start_worker(plan: RunPlan, threads: int) -> None:
 
 def _run_case(case: Case, mode: str) -> RunResult:
     return _suite.run([case], mode)
-
-
-def _case_line(n: int, total: int, case: str, result: RunResult) -> str:
-    statuses = [r.status for r in result.results]
-    return (
-        f"[{n}/{total}] {case} ({result.mode}): {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
-        f"{sum(s in FAILING for s in statuses)} unexpected ({result.seconds:.1f}s)"
-    )
 
 
 def run_parallel(
@@ -94,7 +86,8 @@ def run_parallel(
                 if line not in warned:
                     warned.add(line)
                     progress(f"warning: {line}")
-            progress(_case_line(n, len(tasks), futures[future], result))
+            statuses = [r.status for r in result.results]
+            progress(case_line(n, len(tasks), f"{futures[future]} ({result.mode})", statuses, result.seconds))
             finished[result.mode].append(result)
     except BaseException:
         # Ctrl-C or a failed case ends the run: stop the cases still running rather than wait for

@@ -161,6 +161,14 @@ def environment_differences(entry: dict[str, Any] | None, here: dict[str, Any]) 
     ]
 
 
+def case_line(n: int, total: int, case: str, statuses: list[str], seconds: float) -> str:
+    """The progress line a finished case prints."""
+    return (
+        f"[{n}/{total}] {case}: {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
+        f"{sum(s in FAILING for s in statuses)} unexpected ({seconds:.1f}s)"
+    )
+
+
 def pick_reference(case: Case, references: dict[str, Adapter], override: str | None) -> str:
     """The named reference, or the highest-priority reference that supports the case."""
     ranked = [override] if override else sorted(references, key=lambda n: type(references[n]).reference_priority)
@@ -249,10 +257,7 @@ class Runner:
                 results.extend(pair)
                 cross.extend(self._against_every_reference(case, name, obtained, stored))
             statuses = [r.status for r in results if r.case == case.id]
-            self.progress(
-                f"[{n}/{len(cases)}] {case.id}: {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
-                f"{sum(s in FAILING for s in statuses)} unexpected ({time.perf_counter() - t:.1f}s)"
-            )
+            self.progress(case_line(n, len(cases), case.id, statuses, time.perf_counter() - t))
         return RunResult(
             mode=self.mode,
             references=references,
