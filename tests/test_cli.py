@@ -13,7 +13,6 @@ never on the repository's.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -21,13 +20,12 @@ import re
 import shutil
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_run import Result, bad_input, invoke
 
 from parity.cases import load_case_file, load_cases
-from parity.cli import main
 from parity.fixtures import FixtureStore
 from parity.stages import TEXT_STAGES, Template
 
@@ -46,34 +44,6 @@ XSS = "<script>alert(1)</script>"
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-def invoke(*args: object) -> Result:
-    """`parity ARGS` in-process, with its stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return Result(rc, out.getvalue(), err.getvalue())
-
-
-def bad_input(res: Result, *fragments: str) -> str:
-    """Assert exit 2 with exactly one `parity: error:` line on stderr, naming every fragment."""
-    assert res.rc == 2, res
-    assert "Traceback" not in res.err, res.err
-    lines = res.err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{res.err}"
-    line = lines[0]
-    assert line.startswith("parity: error: "), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
 
 
 def manifest(root: Path) -> dict:

@@ -9,8 +9,6 @@ finds one complete run's output; an unwritable destination is one line and exit 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -19,12 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_run import Result, invoke
 
-from parity.cli import main
 from parity.fixtures import FixtureStore
 
 ROOT = Path(__file__).parents[1]
@@ -33,20 +30,6 @@ PARITY = Path(sys.executable).with_name("parity")
 FIXTURE_FILE = re.compile(r"^[^.].*\.(safetensors|json)$")
 # A quick run that reads the repository's fixtures and writes nothing there.
 SHORT = ("run", "--fixtures", ROOT / "fixtures", "--cases", "short", "--adapters", "inhouse")
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-def invoke(*args: object) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return Result(rc, out.getvalue(), err.getvalue())
 
 
 def parity(*args: object) -> list[str]:

@@ -14,7 +14,6 @@ merge that only concatenated its shards would get the order wrong.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import re
 import shutil
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import Result, bad_input, invoke
 from hypothesis import given
 from hypothesis import strategies as st
 
 from parity.cases import Case
-from parity.cli import main
 from parity.shard import Shard, parse_shard
 
 ROOT = Path(__file__).parents[1]
@@ -38,31 +37,6 @@ FIXTURES = ROOT / "fixtures"
 CASES = "[ebn]*"
 RUN = ("run", "--cases", CASES, "--with-forced", "--blocks", "--fixtures", FIXTURES)
 WORKERS = 2
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-def invoke(*args: object) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return Result(rc, out.getvalue(), err.getvalue())
-
-
-def bad_input(res: Result, *fragments: str) -> str:
-    """Exit 2 with exactly one `parity: error:` line on stderr, naming every fragment."""
-    assert res.rc == 2, res
-    lines = res.err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{res.err}"
-    assert lines[0].startswith("parity: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def read(path: Path) -> dict:
