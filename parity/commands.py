@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
@@ -14,8 +13,8 @@ from parity.context import Context
 from parity.errors import InputError
 from parity.fixtures import FixtureStore
 from parity.merge_shards import merge_shards
-from parity.outputs import atomic_write_bytes
 from parity.regen import check_drift, reference_runs, regenerate
+from parity.results_file import read_results, results_json, write_results
 from parity.runner import RunResult
 from parity.shard import parse_shard
 from parity.stages import STAGES
@@ -63,18 +62,6 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         _print_summary(r)
     return max(r.exit_code for r in results)
-
-
-def write_results(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
-
-
-def results_json(results: list[RunResult]) -> dict[str, Any]:
-    """A run's results file: its mode's result, with the other mode's riding along so the report can
-    overlay its per-step curves."""
-    data = results[0].to_json()
-    data["companions"] = [r.to_json() for r in results[1:]]
-    return data
 
 
 def _print_summary(result: RunResult) -> None:
@@ -232,12 +219,7 @@ def report(args: argparse.Namespace) -> int:
         print(args.out)
         return max(r.exit_code for r in results)
     source = args.json or DEFAULT_RESULTS
-    if not source.is_file():
-        raise InputError(f"results file not found: {source} (run `parity run --json {source}` first)")
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{source}: unreadable results ({e})") from None
+    data = read_results(source, f"results file not found: {source} (run `parity run --json {source}` first)")
     write_html(data, args.out)
     print(args.out)
     return 0

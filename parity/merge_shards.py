@@ -10,12 +10,12 @@ its merge would be a result no run gives. Seconds add up (time spent, not wall t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError
+from parity.results_file import read_results
 from parity.runner import RunResult, merge
 
 
@@ -30,12 +30,7 @@ class ShardResults:
 
 
 def read_shard(path: Path) -> ShardResults:
-    if not path.is_file():
-        raise InputError(f"shard results not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: unreadable results ({e})") from None
+    data = read_results(path, f"shard results not found: {path}")
     if not isinstance(data, dict) or "shard" not in data:
         raise InputError(f"{path}: not a shard's results (write them with `parity run --shard I/N --json FILE`)")
     try:
