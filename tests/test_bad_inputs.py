@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -274,24 +275,15 @@ def checkpoint_config_template_escape(ws: Workspace) -> Expect:
     )
 
 
-def checkpoint_template_escape_on_one_prompt(ws: Workspace) -> Expect:
+def checkpoint_template_escape_on_one_prompt(ws: Workspace, adapter: str) -> Expect:
     # Unsafe only for this case's prompt, so the load-time probe renders it cleanly and the refusal
-    # has to come from the render an implementation makes.
+    # has to come from the render an implementation makes: our own (diffsynth_style) or the
+    # installed library's (diffusers renders the template itself).
     folder, marker = ws.checkpoint(), ws.tmp / "escaped"
     template = folder / "tokenizer" / "chat_template.jinja"
     trap = "{% if messages[0].content == 'A cat sleeping' %}" + ESCAPE.format(marker=marker) + "{% endif %}"
     replace(template, trap.encode() + template.read_bytes())
-    args = run_short(ws, "--adapters", "diffsynth_style", "--checkpoint", folder)
-    return Expect(args, ("tokenizer/chat_template.jinja", "attempted unsafe access"), absent=(marker,))
-
-
-def checkpoint_template_escape_in_a_live_library(ws: Workspace) -> Expect:
-    # The same trap, rendered by the installed diffusers pipeline itself rather than by our code.
-    folder, marker = ws.checkpoint(), ws.tmp / "escaped"
-    template = folder / "tokenizer" / "chat_template.jinja"
-    trap = "{% if messages[0].content == 'A cat sleeping' %}" + ESCAPE.format(marker=marker) + "{% endif %}"
-    replace(template, trap.encode() + template.read_bytes())
-    args = run_short(ws, "--adapters", "diffusers", "--checkpoint", folder)
+    args = run_short(ws, "--adapters", adapter, "--checkpoint", folder)
     return Expect(args, ("tokenizer/chat_template.jinja", "attempted unsafe access"), absent=(marker,))
 
 
@@ -365,8 +357,10 @@ ROWS = [
     pytest.param(tokenizer_data_with_wrong_sha256, IN_PROCESS, id="tokenizer-data-sha256"),
     pytest.param(checkpoint_template_escape, SUBPROCESS, id="jinja-escape-chat_template.jinja"),
     pytest.param(checkpoint_config_template_escape, IN_PROCESS, id="jinja-escape-tokenizer_config"),
-    pytest.param(checkpoint_template_escape_on_one_prompt, IN_PROCESS, id="jinja-escape-on-one-prompt"),
-    pytest.param(checkpoint_template_escape_in_a_live_library, IN_PROCESS, id="jinja-escape-in-live-diffusers"),
+    pytest.param(partial(checkpoint_template_escape_on_one_prompt, adapter="diffsynth_style"), IN_PROCESS,
+                 id="jinja-escape-on-one-prompt"),
+    pytest.param(partial(checkpoint_template_escape_on_one_prompt, adapter="diffusers"), IN_PROCESS,
+                 id="jinja-escape-in-live-diffusers"),
     pytest.param(jinja_in_an_inhouse_template, IN_PROCESS, id="jinja-in-inhouse-template-verbatim"),
     pytest.param(long_prompt, IN_PROCESS, id="prompt-200k-chars"),
     pytest.param(nan_in_the_model, IN_PROCESS, id="nan-weight"),
