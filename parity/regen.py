@@ -28,7 +28,7 @@ from parity.runner import produce
 from parity.stages import STAGES
 from parity.suite import Group, Options, groups
 from parity.tolerances import tolerance_for
-from parity.truncation import truncation
+from parity.truncation import truncation_warning
 
 
 def _provenance(group: Group) -> dict[str, Any]:
@@ -87,10 +87,9 @@ def regenerate(store: FixtureStore, cases: list[Case], options: Options, accept:
         write = store.write(case, name, outputs, record)
         written.append((write, outputs))
         print(f"{write.key}: {'changed' if write.changed else 'unchanged'}", file=sys.stderr)
-        if outputs.template is not None and outputs.tokens is not None:
-            cut = truncation(group.context.tokenizer, outputs.template, outputs.tokens)
-            if cut is not None:
-                print(f"warning: case {case.id!r}: {name} truncates the prompt: {cut.describe()}", file=sys.stderr)
+        cut = truncation_warning(group.context.tokenizer, case.id, name, outputs)
+        if cut is not None:
+            print(f"warning: {cut}", file=sys.stderr)
     store.commit()
     changed = [w for w, _ in written if w.changed]
     write_changelog(changelog, written)

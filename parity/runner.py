@@ -32,7 +32,7 @@ from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
 from parity.stages import STAGES
 from parity.tolerances import tolerance_for
-from parity.truncation import truncation
+from parity.truncation import truncation_warning
 
 MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE = (
     "match", "declared", "unexpected", "unsupported", "declared-but-matches"
@@ -279,14 +279,11 @@ class Runner:
     def _truncations(self, encoded: dict[tuple[str, str], Executed]) -> list[str]:
         """A line per adapter that cut a case's prompt short: a cut every implementation makes alike
         compares equal, so only this says it happened."""
-        lines = []
-        for (case_id, name), (outputs, _) in encoded.items():
-            if outputs.template is None or outputs.tokens is None:
-                continue
-            cut = truncation(self.context.tokenizer, outputs.template, outputs.tokens)
-            if cut is not None:
-                lines.append(f"case {case_id!r}: {name} truncates the prompt: {cut.describe()}")
-        return lines
+        lines = (
+            truncation_warning(self.context.tokenizer, case, name, outputs)
+            for (case, name), (outputs, _) in encoded.items()
+        )
+        return [line for line in lines if line is not None]
 
     def _encode_all(self, cases: list[Case], goldens: dict[str, StageOutputs]) -> dict[tuple[str, str], Executed]:
         """Every stage before the denoise stage, for every case and adapter, before any DiT stage runs,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from parity.checks import attended
+from parity.outputs import StageOutputs
 from parity.stages import Template, Tokens
 
 
@@ -36,3 +37,14 @@ def truncation(tokenizer: PreTrainedTokenizerBase, template: Template, tokens: T
     if len(kept) < len(full) and full[: len(kept)] == kept:
         return Truncation(len(full), len(kept))
     return None
+
+
+def truncation_warning(
+    tokenizer: PreTrainedTokenizerBase, case: str, adapter: str, outputs: StageOutputs
+) -> str | None:
+    """The line that says `adapter` cut `case`'s prompt short, or None when it did not (or did not
+    get as far as tokens)."""
+    if outputs.template is None or outputs.tokens is None:
+        return None
+    cut = truncation(tokenizer, outputs.template, outputs.tokens)
+    return None if cut is None else f"case {case!r}: {adapter} truncates the prompt: {cut.describe()}"
