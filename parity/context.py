@@ -26,6 +26,8 @@ class Context:
     device: str = "cpu"
     dtype: str = "fp32"
     cache_dir: Path | None = field(default=None)
+    # Set once the text encoder made way for the DiT: loading it again would hold both.
+    released_text_encoder: bool = False
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -79,6 +81,7 @@ class Context:
         if not is_short(needed, available):
             return None
         del self.__dict__["text_encoder"]
+        self.released_text_encoder = True
         gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

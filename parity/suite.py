@@ -97,9 +97,11 @@ class Suite:
         self._groups: dict[str, Group] = {}
 
     def _runner(self, dtype: str, mode: str) -> Runner:
-        if dtype not in self._groups:
-            self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options)
-        group = self._groups[dtype]
+        group = self._groups.get(dtype)
+        # A context whose text encoder made way for the DiT would load it again beside the DiT for
+        # this batch's text stages; a fresh group (the old one's DiT goes with it) holds one at a time.
+        if group is None or group.context.released_text_encoder:
+            group = self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options)
         return Runner(
             group.context, group.adapters, group.references, self.store, self.expectations,
             stages=self.plan.stages, mode=mode, reference=self.plan.reference,

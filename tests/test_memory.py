@@ -92,3 +92,33 @@ def test_stages_build_no_autograd_graph(suite_cases, name):
     outputs, _ = execute(adapter, suite_cases["turbo"], "denoise")
     assert not outputs.denoise.model_out.requires_grad
     assert not outputs.embeddings.hidden.requires_grad
+
+
+def test_both_modes_never_hold_the_encoder_beside_the_dit(cases, monkeypatch):
+    """`--with-forced` runs the forced mode's text stages after the free mode's DiT stages: a context
+    whose encoder made way for the DiT is replaced rather than loading the encoder beside the DiT."""
+    from parity import suite
+    from parity.suite import Options, RunPlan, Suite
+
+    both_at_once: list[str] = []
+
+    class OneModelAtATime(Context):
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name in ("text_encoder", "dit_state_dict"):
+                loaded = object.__getattribute__(self, "__dict__")
+                if "text_encoder" in loaded and "dit_state_dict" in loaded:
+                    both_at_once.append(name)
+            return value
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    monkeypatch.setattr(suite, "Context", OneModelAtATime)
+    plan = RunPlan(fixtures=ROOT / "fixtures", adapters=list(ADAPTERS), stages=STAGES, mode="free",
+                   with_forced=True, reference=None, dump=None, blocks=False, options=Options())
+    run_suite = Suite(plan, progress=lambda line: None)
+    short = [run_suite.run(cases, mode) for mode in plan.modes]
+    assert both_at_once == []
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**50)
+    plenty_suite = Suite(plan, progress=lambda line: None)
+    plenty = [plenty_suite.run(cases, mode) for mode in plan.modes]
+    assert [[r.__dict__ for r in m.results] for m in short] == [[r.__dict__ for r in m.results] for m in plenty]
