@@ -22,21 +22,16 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
 from parity.cases import Case
-from parity.runner import RunResult, case_line, merge
+from parity.runner import RunResult, case_line, merge, to_stderr
 from parity.suite import RunPlan, Suite, run_order
 
 _suite: Suite | None = None  # a worker's, built once it starts
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 def _ignore(_line: str) -> None:
@@ -54,7 +49,7 @@ def _run_case(case: Case, mode: str) -> RunResult:
 
 
 def run_parallel(
-    plan: RunPlan, cases: list[Case], jobs: int, progress: Callable[[str], None] = _to_stderr
+    plan: RunPlan, cases: list[Case], jobs: int, progress: Callable[[str], None] = to_stderr
 ) -> list[RunResult]:
     """One result per mode of `plan` (the asked-for one first), the cases run by up to `jobs` workers."""
     # An empty run checks the plan (adapters, stages, reference, expectations) in a moment, before

@@ -161,6 +161,11 @@ def environment_differences(entry: dict[str, Any] | None, here: dict[str, Any]) 
     ]
 
 
+def to_stderr(line: str) -> None:
+    """Where progress lines go unless a caller says otherwise."""
+    print(line, file=sys.stderr)
+
+
 def case_line(n: int, total: int, case: str, statuses: list[str], seconds: float) -> str:
     """The progress line a finished case prints."""
     return (
@@ -209,7 +214,7 @@ class Runner:
         reference: str | None = None,
         dump: Path | None = None,
         blocks: bool = False,
-        progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+        progress: Callable[[str], None] = to_stderr,
     ) -> None:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:

@@ -7,7 +7,6 @@ the order the dtypes first appear, each group in case-file order: `run_order`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from parity.cases import Case
 from parity.context import Context
 from parity.expectations import load_expectations
 from parity.fixtures import FixtureStore
-from parity.runner import Runner, RunResult, merge
+from parity.runner import Runner, RunResult, merge, to_stderr
 
 
 @dataclass(frozen=True)
@@ -82,15 +81,11 @@ class RunPlan:
         return [self.mode] + (["forced"] if self.with_forced and self.mode == "free" else [])
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 class Suite:
     """A plan's contexts and adapters, built once per dtype and shared by every batch of cases and
     both modes, so running cases one at a time (a parallel worker) costs no more than all at once."""
 
-    def __init__(self, plan: RunPlan, progress: Callable[[str], None] = _to_stderr) -> None:
+    def __init__(self, plan: RunPlan, progress: Callable[[str], None] = to_stderr) -> None:
         self.plan, self.progress = plan, progress
         self.store = FixtureStore(plan.fixtures)
         self.expectations = load_expectations(plan.fixtures / "expectations.toml")
