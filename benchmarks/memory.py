@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,17 +36,21 @@ def parity(*args: str) -> list[str]:
     return [sys.executable, "-m", "parity.cli", *args]
 
 
-def peak_rss(command: list[str]) -> tuple[int, float, int]:
-    """Run `command` in a fresh process: its peak resident memory in bytes, wall seconds, exit status."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4 reports the usage of exactly this child; getrusage(RUSAGE_CHILDREN) would mix all of them.
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if process.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr}")
-    return usage.ru_maxrss * 1024, time.perf_counter() - start, process.returncode
+def peak_rss(command: list[str]) -> tuple[int, float]:
+    """Run `command` in a fresh process: its peak resident memory in bytes and its wall seconds."""
+    # stderr goes to a file, not a pipe: a pipe nobody reads until the child exits can fill and stall it.
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        # wait4 reports the usage of exactly this child; getrusage(RUSAGE_CHILDREN) would mix all of them.
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in (0, 1):
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace")
+            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{said}")
+    return usage.ru_maxrss * 1024, seconds
 
 
 def prepare(work: Path, layout: str) -> tuple[Path, Path]:
@@ -76,9 +81,9 @@ def measure(work: Path, layout: str, one: str = "diffusers") -> dict:
     checkpoint, fixtures = prepare(work, layout)
     run = ["run", "--fixtures", str(fixtures), "--checkpoint", str(checkpoint), "--with-forced"]
     print(f"peak RSS: {one} alone", file=sys.stderr)
-    alone, alone_s, _ = peak_rss(parity(*run, "--adapters", one))
+    alone, alone_s = peak_rss(parity(*run, "--adapters", one))
     print("peak RSS: every default adapter", file=sys.stderr)
-    every, every_s, _ = peak_rss(parity(*run))
+    every, every_s = peak_rss(parity(*run))
     from parity.adapter import select_adapters
 
     adapters = sorted(select_adapters(None))
