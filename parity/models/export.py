@@ -25,6 +25,7 @@ half-written; an existing non-empty `out_dir` is refused.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import secrets
@@ -43,7 +44,7 @@ from transformers import Qwen3Config
 from parity.errors import InputError
 from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_to_comfyui
 from parity.models.deterministic import uniform
-from parity.models.dit import TINY_SEED, synthetic_dit_state_dict, tiny_dit_config, tiny_dit_state_dict
+from parity.models.dit import TINY_SEED, synthetic_dit_state_dict
 from parity.models.sizes import SIZES, ModelSize
 from parity.models.text_encoder import build_synthetic_text_encoder
 from parity.tokenizer import load_tokenizer
@@ -107,19 +108,18 @@ def tiny_vae() -> AutoencoderKL:
     return vae.eval()
 
 
-def tiny_transformer() -> ZImageTransformer2DModel:
-    """The installed diffusers transformer class holding the tiny DiT weights."""
-    with torch.device("meta"):
-        model = ZImageTransformer2DModel(**tiny_dit_config())
-    model.load_state_dict(tiny_dit_state_dict(), assign=True)
-    return model.eval()
-
-
 def _transformer(size: ModelSize) -> ZImageTransformer2DModel:
+    """The installed diffusers transformer class holding a synthetic model's DiT weights."""
     with torch.device("meta"):
-        model = ZImageTransformer2DModel(**size.dit)
+        # A copy: the model keeps its config, and the size's lists must not be shared with it.
+        model = ZImageTransformer2DModel(**copy.deepcopy(size.dit))
     model.load_state_dict(synthetic_dit_state_dict(size.dit), assign=True)
     return model.eval()
+
+
+def tiny_transformer() -> ZImageTransformer2DModel:
+    """The installed diffusers transformer class holding the tiny DiT weights."""
+    return _transformer(SIZES["tiny"])
 
 
 def _size(name: str) -> ModelSize:
