@@ -16,6 +16,7 @@ from typing import Any
 
 from parity.errors import InputError
 from parity.files import read_toml
+from parity.paths import check_case_id, shown
 from parity.stages import STAGES
 
 ENCODERS = ("full", "simple", "turns")
@@ -24,6 +25,15 @@ NOISE = ("shared", "own")
 # 16 pixels make a 2x2 latent, the DiT's one 2x2 patch; below that the shared latent
 # (2 * (size // 16) per side, as diffusers draws it) is empty and no implementation can sample.
 MIN_SIZE = 16
+# A memory bound, checked before anything is allocated: 4096 pixels make a 512x512 latent, 65,536
+# image tokens in the DiT's joint attention (16x the tokens, 256x the attention of the 1024 px
+# ZImagePipeline defaults to). The DiT's RoPE tables (axes_lens: 512 patches per image axis) place
+# nothing past 8192 px at all.
+MAX_SIZE = 4096
+# The flow-matching schedulers' num_train_timesteps: ComfyUI's sigma table has 1000 entries (its
+# `simple` scheduler repeats one at 1001 steps, a step of length 0), diffusers' scheduler is built
+# with num_train_timesteps=1000. More steps than training timesteps have no meaning.
+MAX_STEPS = 1000
 # torch.Generator.manual_seed takes 0..2**64-1, the range ComfyUI's seed widget offers too.
 MAX_SEED = 2**64 - 1
 
@@ -138,7 +148,8 @@ def _message(raw: Any, where: str) -> Message:
 
 def parse_case(raw: dict[str, Any], source: Path) -> Case:
     """Validate one `[[case]]` table; every problem names the file, the case and the key."""
-    where = f"{source.name}: case {raw.get('id', '?')!r}"
+    raw_id = raw.get("id", "?")
+    where = f"{source.name}: case {shown(raw_id) if isinstance(raw_id, str) else '?'}"
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}")
@@ -149,11 +160,14 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         if not isinstance(value, ok) or (bool not in ok and isinstance(value, bool)):
             names = " or ".join(t.__name__ for t in ok)
             raise InputError(f"{where}: {key!r} must be {names}, got {type(value).__name__}")
+    check_case_id(raw["id"], source.name)
     if ("prompt" in raw) == ("messages" in raw):
         raise InputError(f"{where}: give exactly one of 'prompt' or 'messages'")
     values = dict(raw)
     if "messages" in values:
         values["messages"] = tuple(_message(m, where) for m in values["messages"])
+        if not values["messages"]:
+            raise InputError(f"{where}: 'messages' must hold at least one message")
     if "stages" in values:
         unknown_stages = [st for st in values["stages"] if st not in STAGES]
         if unknown_stages or not values["stages"]:
@@ -175,8 +189,14 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: height and width must be positive")
     if case.height < MIN_SIZE or case.width < MIN_SIZE:
         raise InputError(f"{where}: height and width must be at least {MIN_SIZE} pixels (one 2x2 latent patch)")
+    if case.height > MAX_SIZE or case.width > MAX_SIZE:
+        raise InputError(
+            f"{where}: height and width must be at most {MAX_SIZE} pixels (a 512x512 latent, 65,536 image tokens)"
+        )
     if case.steps < 1:
         raise InputError(f"{where}: steps must be at least 1")
+    if case.steps > MAX_STEPS:
+        raise InputError(f"{where}: steps must be at most {MAX_STEPS} (the schedulers' training timesteps)")
     for key in ("shift", "denoise", "cfg", "cfg_normalization", "cfg_truncation"):
         if not math.isfinite(getattr(case, key)):
             raise InputError(f"{where}: {key} must be a finite number")
@@ -184,6 +204,11 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: shift must be positive")
     if not 0 < case.denoise <= 1:
         raise InputError(f"{where}: denoise must be in (0, 1]")
+    # ComfyUI's KSampler schedules int(steps / denoise) steps and keeps the last `steps`: the same bound applies.
+    if case.steps / case.denoise > MAX_STEPS:
+        raise InputError(
+            f"{where}: steps / denoise must be at most {MAX_STEPS} (ComfyUI schedules int(steps / denoise) steps)"
+        )
     # torch would take -1 as 2**64 - 1, but ComfyUI's widget cannot express a negative seed and the
     # case hash would tell two spellings of one draw apart: a negative seed is refused, not wrapped.
     if case.seed < 0:

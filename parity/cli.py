@@ -1,10 +1,13 @@
 """The `parity` command. Exit status: 0 success / no unexpected divergence, 1 unexpected
-divergence (or fixtures that changed on regen), 2 bad input with one line on stderr, 130 Ctrl-C."""
+divergence (or fixtures that changed on regen), 2 bad input with one line on stderr, 3 internal
+error (a bug, never a verdict on an implementation), 130 Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -13,6 +16,8 @@ from parity.errors import InputError
 
 DEFAULT_FIXTURES = Path("fixtures")
 DEFAULT_RESULTS = Path("reports/parity.json")
+INTERNAL_ERROR = 3
+DEBUG_VARIABLE = "PARITY_DEBUG"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +40,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="parity", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help=f"print the traceback of an internal error (or set {DEBUG_VARIABLE}=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run cases x adapters x stages against the golden fixtures")
@@ -99,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-shard-size", help="diffusers format: shard the transformer and text encoder, e.g. 200MB"
     )
 
-    fixtures = sub.add_parser("fixtures", help="check, regenerate or list stale golden fixtures")
-    fixtures.add_argument("action", choices=("check", "regen", "stale"))
+    fixtures = sub.add_parser(
+        "fixtures", help="check, regenerate or list stale golden fixtures, or rebuild a lost manifest from the files"
+    )
+    fixtures.add_argument("action", choices=("check", "regen", "stale", "rebuild"))
     fixtures.add_argument(
         "--all", action="store_true", help="regen: accept every change without failing (default: exit 1 if any moved)"
     )
@@ -139,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """`message` with every control character escaped: a newline or terminal escape in a user's
+    string (a case id, a file name) can neither split the line nor reach the terminal raw."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -146,13 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return getattr(commands, args.command)(args)
     except InputError as e:
-        print(f"parity: error: {e}", file=sys.stderr)
+        print(f"parity: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # anything else is the tool failing: its own status, so CI never reads it as a divergence
+        if args.debug or os.environ.get(DEBUG_VARIABLE):
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"parity: internal error: {type(e).__name__}" + (f": {one_line(first)}" if first else "")
+            + f" (a failure of parity itself, not a divergence; rerun with `parity --debug {args.command} ...` "
+            f"or {DEBUG_VARIABLE}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
-from parity.context import Context
+from parity.context import Context, check_device
 from parity.errors import InputError
 from parity.fixtures import FixtureStore
 from parity.merge_shards import merge_shards
+from parity.outputs import refuse_to_replace
 from parity.regen import check_drift, reference_runs, regenerate
+from parity.regen_journal import regen_lock
 from parity.results_file import read_results, results_json, write_results
 from parity.runner import RunResult
 from parity.shard import parse_shard
@@ -28,13 +33,28 @@ def print_json(data: object) -> None:
 def _options(args: argparse.Namespace) -> Options:
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         raise InputError(f"checkpoint folder not found: {args.checkpoint}")
+    check_device(args.device)
     return Options(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype)
+
+
+def _apart(*files: tuple[str, Path]) -> None:
+    """InputError when two of the named files are one, however spelled (`a/../x`, a symlink, a hard
+    link): the later write would silently replace the earlier file, or an input the command reads."""
+    for k, (flag_a, a) in enumerate(files):
+        for flag_b, b in files[k + 1 :]:
+            if os.path.realpath(a) == os.path.realpath(b) or (a.exists() and b.exists() and a.samefile(b)):
+                raise InputError(f"{flag_a} {a} and {flag_b} {b} are the same file: one would overwrite the other")
 
 
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     if args.jobs < 1:
         raise InputError(f"-j must be at least 1, not {args.jobs}")
+    if args.json and args.report:
+        _apart(("--json", args.json), ("--report", args.report))
+    for output in (args.json, args.report):
+        if output is not None:
+            refuse_to_replace(output)
     cases = load_cases(args.fixtures / "cases", args.cases)
     plan = RunPlan(
         fixtures=args.fixtures, adapters=args.adapters, stages=tuple(args.stages) if args.stages else STAGES,
@@ -75,6 +95,45 @@ def _print_summary(result: RunResult) -> None:
         print(f"UNEXPECTED {r.case} / {r.adapter} / {r.stage}: {r.summary}")
 
 
+# The most `parity tokenize` reads at once (all of --stdin, or one --jsonl line), where the tokenizer
+# itself has no bound (a 100 MB line aborted the process in its native code): 20x the 200,000-character
+# prompt the bad-input table runs. At the limit (`parity tokenize --stdin --json`, 2 busy CPU cores)
+# the worst case, 4 MiB of digits (one token per byte), took 22-33 s and peaked at 2.1 GiB resident;
+# 4 MiB of prose (1.2M tokens) 19 s and 1.1 GiB.
+MAX_TOKENIZE_BYTES = 4 * 2**20
+_LIMIT = f"{MAX_TOKENIZE_BYTES // 2**20} MiB"
+
+
+def _stdin() -> BinaryIO:
+    # Python sets sys.stdin to None when file descriptor 0 is closed (`parity tokenize --stdin <&-`).
+    if sys.stdin is None:
+        raise InputError("--stdin: standard input is closed")
+    return sys.stdin.buffer
+
+
+def _decoded(data: bytes, first_line: int) -> str:
+    """Standard input's bytes from line `first_line` on as text; InputError naming the line and byte
+    that are not UTF-8 (read as text, Python would have passed them on as surrogates)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise InputError(f"stdin line {line}: not UTF-8 (byte {column} of the line, 0x{data[e.start]:02x})") from None
+
+
+def _text(text: str, where: str) -> str:
+    """`text`, unless it holds a lone surrogate (from a JSON escape, or a command-line argument that is
+    not UTF-8), which has no UTF-8 form and which the tokenizer cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where}: a lone surrogate (U+{ord(text[e.start]):04X} at character {e.start}) is not text"
+        ) from None
+    return text
+
+
 def tokenize(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         raise InputError(f"checkpoint folder not found: {args.checkpoint}")
@@ -88,16 +147,25 @@ def tokenize(args: argparse.Namespace) -> int:
     if args.jsonl:
         if not args.stdin:
             raise InputError("--jsonl reads standard input: add --stdin")
-        for n, line in enumerate(sys.stdin, 1):
+        stdin = _stdin()
+        for n, line in enumerate(iter(partial(stdin.readline, MAX_TOKENIZE_BYTES + 1), b""), 1):
+            if len(line) > MAX_TOKENIZE_BYTES:
+                raise InputError(f"stdin line {n}: longer than {_LIMIT}, the most parity tokenizes at once")
             try:
-                text = json.loads(line)
-            except json.JSONDecodeError:
+                text = json.loads(_decoded(line, n))
+            except (json.JSONDecodeError, RecursionError):
                 raise InputError(f"stdin line {n}: not a JSON string") from None
             if not isinstance(text, str):
                 raise InputError(f"stdin line {n}: expected a JSON string, got {type(text).__name__}")
-            print_json(encode(text))
+            print_json(encode(_text(text, f"stdin line {n}")))
         return 0
-    text = sys.stdin.read() if args.stdin else args.text
+    if args.stdin:
+        data = _stdin().read(MAX_TOKENIZE_BYTES + 1)
+        if len(data) > MAX_TOKENIZE_BYTES:
+            raise InputError(f"standard input is longer than {_LIMIT}, the most parity tokenizes at once")
+        text = _decoded(data, 1)
+    else:
+        text = _text(args.text, "--text")
     out = encode(text)
     if args.json:
         print_json(out)
@@ -178,9 +246,22 @@ def fixtures(args: argparse.Namespace) -> int:
         skipped = f" (fixtures of {', '.join(sorted(absent))} not judged: not available here)" if absent else ""
         print(f"{len(stale)} stale fixture(s){skipped}", file=sys.stderr)
         return 0
+    if args.action == "rebuild":
+        return _rebuild(store, cases)
     if args.check:
         return check_drift(store, cases, _options(args))
     return regenerate(store, cases, _options(args), args.all, args.changelog)
+
+
+def _rebuild(store: FixtureStore, cases: list) -> int:
+    with regen_lock(store.root, "this rebuild"):
+        notes = store.rebuild(cases)
+    for line in notes:
+        print(line)
+    recovered = sum(line.endswith(": recovered") for line in notes)
+    print(f"{recovered} fixture(s) recovered into {store.manifest_path}; check them with "
+          "`parity fixtures check` and `parity fixtures regen --check`", file=sys.stderr)
+    return 0
 
 
 def _check(store: FixtureStore, cases) -> int:
@@ -201,6 +282,7 @@ def _check(store: FixtureStore, cases) -> int:
 def tables(args: argparse.Namespace) -> int:
     from parity.analysis.command import tables_command
 
+    check_device(args.device)
     return tables_command(args)
 
 
@@ -208,6 +290,9 @@ def report(args: argparse.Namespace) -> int:
     from parity.cli import DEFAULT_RESULTS
     from parity.report.html import write_html
 
+    shards = [("--merge", shard) for shard in args.merge or ()]
+    results = [("--json", args.json or DEFAULT_RESULTS)] if args.json or not shards else []
+    _apart(*shards, ("--out", args.out), *results)
     if args.merge:
         results = merge_shards(args.merge)
         data = results_json(results)

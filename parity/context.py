@@ -16,8 +16,41 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from parity.errors import InputError
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GIB = 2**30
+
+
+def available_devices() -> list[str]:
+    """The devices this torch can run on here, spelled as `--device` takes them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: str) -> None:
+    """InputError naming `device` and the devices here unless this torch can run on it: checked once,
+    before anything is built, where a missing device would otherwise fail mid-run in torch."""
+    here = f"available here: {', '.join(available_devices())}"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device name torch knows; {here}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; {here}")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"--device {device}: this torch sees {count} CUDA device(s); {here}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no MPS device; {here}")
+    elif parsed.type != "cpu":
+        raise InputError(f"--device {device}: parity runs on cpu, cuda or mps; {here}")
 
 
 @dataclass

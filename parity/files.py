@@ -10,11 +10,14 @@ from parity.errors import InputError
 
 
 def read_text(path: Path, what: str) -> str:
-    """The file's UTF-8 text; InputError naming the file when it is missing or not UTF-8."""
+    """The file's UTF-8 text; InputError naming the file when it is missing, unreadable (a folder,
+    a symlink loop, no permission: the OS's reason is given) or not UTF-8."""
     try:
         return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path.name}: not UTF-8 (byte {e.start})") from None
 

@@ -24,6 +24,7 @@ from parity.fixtures import FixtureStore
 from parity.models.checkpoint import detect
 from parity.models.dit import weights_sha256 as dit_sha256
 from parity.models.text_encoder import weights_sha256 as text_encoder_sha256
+from parity.regen_journal import regen_lock
 from parity.runner import produce
 from parity.stages import STAGES
 from parity.suite import Group, Options, groups
@@ -71,12 +72,18 @@ def _say_what_an_interrupted_regen_left(store: FixtureStore) -> None:
         print(
             f"note: {len(leftovers)} file(s) in {store.root} the manifest does not list, left by an interrupted "
             f"regen: {names}; the fixtures the manifest lists are intact; when this regen commits, it keeps the "
-            "files it writes again and removes the rest",
+            "files it writes again and removes the rest of those",
             file=sys.stderr,
         )
 
 
 def regenerate(store: FixtureStore, cases: list[Case], options: Options, accept: bool, changelog: Path) -> int:
+    with regen_lock(store.root, "this regen"):
+        return _regenerate(store, cases, options, accept, changelog)
+
+
+def _regenerate(store: FixtureStore, cases: list[Case], options: Options, accept: bool, changelog: Path) -> int:
+    store.begin_regen()
     _say_what_an_interrupted_regen_left(store)
     written = []
     provenance: dict[int, dict[str, Any]] = {}

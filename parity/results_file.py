@@ -1,20 +1,40 @@
-"""The results file `parity run --json` writes and `parity report` reads (plain or as shards to merge)."""
+"""The results file `parity run --json` writes and `parity report` reads (plain or as shards to merge).
+
+Format 1: the run's `RunResult.to_json()` in its mode with a "format" key first, then "companions"
+(the other mode's run, or none) and, for a shard, "shard" (`Shard.to_json`). A file is validated
+whole before the report or the merge reads any of it: every key they read, with its type, and that
+each result belongs to a case of its run. A damaged, foreign or hand-edited file is then one message
+naming the file and the JSON path of the bad value, never a crash half-way through a report.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError
-from parity.outputs import atomic_write_bytes
-from parity.runner import RunResult
+from parity.fixtures import FixtureStore
+from parity.outputs import atomic_write_bytes, json_kind
+from parity.paths import CASE_ID_RULE, is_case_id
+from parity.runner import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED, RunResult
+from parity.stages import STAGES
+
+RESULTS_FORMAT = 1
+STATUSES = (MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE)
+# Far deeper than anything parity writes (about 8 levels), and far enough below the interpreter's
+# recursion limit that the report's own JSON dumps of free-form values cannot reach it.
+MAX_DEPTH = 100
+SHOWN = 60  # characters of a value (or key) a message quotes
 
 
 def results_json(results: list[RunResult]) -> dict[str, Any]:
     """A run's results file: its mode's result, with the other mode's riding along so the report can
     overlay its per-step curves."""
-    data = results[0].to_json()
+    data = {"format": RESULTS_FORMAT, **results[0].to_json()}
     data["companions"] = [r.to_json() for r in results[1:]]
     return data
 
@@ -23,11 +43,345 @@ def write_results(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=1, ensure_ascii=False).encode() + b"\n")
 
 
-def read_results(path: Path, not_found: str) -> Any:
-    """The parsed file; `not_found` is the whole message when there is no file."""
+def read_results(path: Path, not_found: str) -> dict[str, Any]:
+    """The parsed and validated file; `not_found` is the whole message when there is no file."""
     if not path.is_file():
         raise InputError(not_found)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # malformed JSON, not UTF-8, or an integer too long to convert
         raise InputError(f"{path}: unreadable results ({e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: unreadable results (nested too deeply)") from None
+    check_results(data, str(path))
+    return data
+
+
+def check_results(data: Any, source: str) -> None:
+    """Refuse, with an InputError naming `source` and the JSON path of the bad value, anything that is
+    not a results file of this format: what passes, the report renders and a merge reads."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: not a results file ({json_kind(data)}, where `parity run --json` "
+                         "writes an object)")
+    if "format" not in data:
+        raise InputError(f"{source}: not a results file of format {RESULTS_FORMAT} (no 'format' key); "
+                         "write it again with `parity run --json`")
+    if type(data["format"]) is not int or data["format"] != RESULTS_FORMAT:
+        raise InputError(f"{source}: results format {_shown(data['format'])}, not {RESULTS_FORMAT}: written by "
+                         "another version of parity; run it again with this one")
+    unwritable = _unwritable_value(data)
+    if unwritable is not None:
+        where, problem = unwritable
+        raise InputError(f"{source}: {where or 'the file'}: {problem}")
+    try:
+        _whole_file(data, "")
+    except _Malformed as e:
+        raise InputError(f"{source}: {e.where or 'the file'}: {e.problem} (malformed results)") from None
+
+
+class _Malformed(Exception):
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(where, problem)
+        self.where, self.problem = where, problem
+
+
+Check = Callable[[Any, str], None]
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _at(where: str, key: str | int) -> str:
+    """The JSON path of `key` inside `where`: results[3].status, fixtures['short/diffusers']."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    if _NAME.fullmatch(key) and len(key) <= SHOWN:
+        return f"{where}.{key}" if where else key
+    return f"{where}[{_shown(key)}]"
+
+
+def _shown(value: Any) -> str:
+    """`value` as a message shows it: its repr (one line), cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
+def _unwritable_value(data: Any) -> tuple[str, str] | None:
+    """(path, problem) for the first value nested deeper than MAX_DEPTH or a string that cannot be
+    written back as UTF-8 (JSON's escapes can spell lone surrogates); walked without recursion."""
+    stack: list[tuple[Any, int, tuple | None]] = [(data, 1, None)]
+    while stack:
+        value, depth, trail = stack.pop()
+        problem = None
+        if depth > MAX_DEPTH:
+            problem = f"nested too deeply (more than {MAX_DEPTH} levels)"
+        elif isinstance(value, str) and not _utf8(value):
+            problem = "not valid Unicode (a lone surrogate)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _utf8(key):
+                    return _path(trail), f"key {_shown(key)} is not valid Unicode (a lone surrogate)"
+                stack.append((item, depth + 1, (trail, key)))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, (trail, i)) for i, item in enumerate(value))
+        if problem is not None:
+            return _path(trail), problem
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path(trail: tuple | None) -> str:
+    keys = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    where = ""
+    for key in reversed(keys):
+        where = _at(where, key)
+    return where
+
+
+def _of_kind(what: str, ok: Callable[[Any], bool]) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not ok(value):
+            raise _Malformed(where, f"must be {what}, got {json_kind(value)}")
+
+    return check
+
+
+def _is_integer(value: Any) -> bool:
+    # Bounded, so that every integer the report turns into a float (plot extents, say) is one.
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+STRING = _of_kind("a string", lambda v: isinstance(v, str))
+BOOLEAN = _of_kind("a boolean", lambda v: isinstance(v, bool))
+INTEGER = _of_kind("an integer", _is_integer)
+COUNT = _of_kind("an integer >= 0", lambda v: _is_integer(v) and v >= 0)
+POSITIVE = _of_kind("an integer >= 1", lambda v: _is_integer(v) and v >= 1)
+NUMBER = _of_kind("a finite number", lambda v: _is_integer(v) or (isinstance(v, float) and math.isfinite(v)))
+# What an adapter computed (its sigmas, say) is written as it came, NaN and infinities included.
+REAL = _of_kind("a number", lambda v: _is_integer(v) or isinstance(v, float))
+
+
+def _anything(value: Any, where: str) -> None:
+    """Free-form values (environment, fixture provenance) that the report only prints as JSON."""
+
+
+def _nullable(check: Check) -> Check:
+    def nullable(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+
+    return nullable
+
+
+def _list_of(check: Check) -> Check:
+    def each(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise _Malformed(where, f"must be a list, got {json_kind(value)}")
+        for i, item in enumerate(value):
+            check(item, _at(where, i))
+
+    return each
+
+
+def _object_of(check: Check) -> Check:
+    def each(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise _Malformed(where, f"must be an object, got {json_kind(value)}")
+        for key, item in value.items():
+            check(item, _at(where, key))
+
+    return each
+
+
+def _one_of(names: tuple[str, ...], what: str) -> Check:
+    def check(value: Any, where: str) -> None:
+        STRING(value, where)
+        if value not in names:
+            raise _Malformed(where, f"unknown {what} {_shown(value)}, not one of {', '.join(names)}")
+
+    return check
+
+
+def _record(
+    required: Mapping[str, Check],
+    optional: Mapping[str, Check] | None = None,
+    closed: bool = False,
+    requires: Mapping[str, tuple[str, ...]] | None = None,
+) -> Check:
+    """An object with `required` keys and maybe `optional` ones, each value checked; `closed` refuses
+    other keys; `requires` maps a key to the keys that must come with it."""
+    optional = optional or {}
+    requires = requires or {}
+
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise _Malformed(where, f"must be an object, got {json_kind(value)}")
+        for key in required:
+            if key not in value:
+                raise _Malformed(where, f"missing key {key!r}")
+        for key, item in value.items():
+            rule = required.get(key) or optional.get(key)
+            if rule is not None:
+                rule(item, _at(where, key))
+            elif closed:
+                raise _Malformed(where, f"unknown key {_shown(key)}")
+            for needed in requires.get(key, ()):
+                if needed not in value:
+                    raise _Malformed(where, f"missing key {needed!r} (it comes with {key!r})")
+
+    return check
+
+
+def _token(value: Any, where: str) -> None:
+    """One side of an aligned token row: [position, id, token text]."""
+    if not (isinstance(value, list) and len(value) == 3):
+        raise _Malformed(where, f"must be [position, id, token], got {json_kind(value)}")
+    INTEGER(value[0], _at(where, 0))
+    INTEGER(value[1], _at(where, 1))
+    STRING(value[2], _at(where, 2))
+
+
+def _grid(value: Any, where: str) -> None:
+    _list_of(_list_of(_nullable(NUMBER)))(value, where)
+    if len({len(row) for row in value}) > 1:
+        raise _Malformed(where, "rows of different lengths (a heatmap is a rectangle)")
+
+
+TOLERANCE = _record({"atol": NUMBER, "rtol": NUMBER})
+EVIDENCE = _record({"tolerance": TOLERANCE, "evidence": _object_of(_anything)})
+SHAPE = _list_of(COUNT)
+STEP_ERRORS = _nullable(_list_of(_nullable(NUMBER)))
+
+# What the report reads of a compare.NumericDiff's JSON, alone or merged into a stage's detail.
+_NUMERIC = {
+    "tolerance": _nullable(TOLERANCE), "obtained_shape": SHAPE, "expected_shape": SHAPE,
+    "compared_shape": _nullable(SHAPE), "shape_mismatch": BOOLEAN, "numel": COUNT, "mismatched": COUNT,
+    "max_abs": _nullable(NUMBER), "max_rel": _nullable(NUMBER), "cosine": _nullable(NUMBER),
+    "min_atol": _nullable(NUMBER), "min_rtol": _nullable(NUMBER), "passed": BOOLEAN,
+    "per_row_max_abs": STEP_ERRORS, "rows_per_entry": POSITIVE,
+}
+_SHAPES_WITH_MISMATCH = {"shape_mismatch": ("obtained_shape", "expected_shape")}
+NUMERIC = _record({}, _NUMERIC, requires=_SHAPES_WITH_MISMATCH)
+
+# What the report reads of each stage's detail (parity/checks.py); other keys it only prints.
+_DETAILS: dict[str, Check] = {
+    "template": _record({}, {
+        "expected_text": STRING, "obtained_text": STRING, "window_start": INTEGER, "first_diff": _nullable(INTEGER),
+        "line": _nullable(INTEGER), "window_truncated": BOOLEAN, "expected_len": COUNT, "obtained_len": COUNT,
+        "tolerance_evidence": EVIDENCE,
+    }),
+    "tokens": _record({}, {
+        "equal": BOOLEAN, "capped": BOOLEAN, "aligned_truncated": BOOLEAN,
+        "aligned": _nullable(_list_of(_record(
+            {"op": STRING}, {"expected": _nullable(_token), "obtained": _nullable(_token), "skipped": _nullable(COUNT)}
+        ))),
+        "spans": _list_of(_record({
+            "op": STRING, "expected_start": INTEGER, "expected_end": INTEGER, "obtained_start": INTEGER,
+            "obtained_end": INTEGER, "expected_ids": _list_of(INTEGER), "obtained_ids": _list_of(INTEGER),
+            "expected_tokens": _list_of(STRING), "obtained_tokens": _list_of(STRING),
+        })),
+        "expected_len": COUNT, "obtained_len": COUNT, "expected_padding": INTEGER, "obtained_padding": INTEGER,
+        "tolerance_evidence": EVIDENCE,
+    }),
+    "embeddings": _record({}, {
+        **_NUMERIC,
+        "diff_heatmap": _record(
+            {"rows": COUNT, "cols": COUNT, "rows_per_cell": POSITIVE, "cols_per_cell": POSITIVE, "values": _grid}
+        ),
+        "tolerance_evidence": EVIDENCE,
+    }, requires=_SHAPES_WITH_MISMATCH),
+    "schedule": _record({}, {
+        "sigmas": NUMERIC, "model_t": NUMERIC, "expected_sigmas": _list_of(REAL), "obtained_sigmas": _list_of(REAL),
+        "tolerance_evidence": EVIDENCE,
+    }, requires={"expected_sigmas": ("obtained_sigmas",)}),
+    "denoise": _record({}, {
+        "steps": COUNT, "first_divergent_step": _nullable(COUNT), "model_out_max_abs": STEP_ERRORS,
+        "latents_max_abs": STEP_ERRORS, "final_latent": _nullable(NUMERIC), "blocks": _object_of(NUMERIC),
+        "blocks_step": COUNT, "first_divergent_block": _nullable(STRING), "blocks_unavailable": STRING,
+        "tolerance_evidence": EVIDENCE,
+    }),
+}
+
+_STAGE_RESULT = _record({
+    "case": STRING, "adapter": STRING, "stage": _one_of(STAGES, "stage"), "status": _one_of(STATUSES, "status"),
+    "summary": STRING, "reason": STRING, "detail": _object_of(_anything),
+}, closed=True)
+
+
+def _stage_result(value: Any, where: str) -> None:
+    _STAGE_RESULT(value, where)
+    _DETAILS[value["stage"]](value["detail"], _at(where, "detail"))
+
+
+def _dtype(value: Any, where: str) -> None:
+    """One dtype, or once parts of a run are merged, the sorted list of them."""
+    if not isinstance(value, str):
+        _list_of(STRING)(value, where)
+
+
+_RUN = {
+    "mode": _one_of(("free", "forced"), "mode"),
+    "references": _object_of(STRING),
+    "adapters": _list_of(STRING),
+    "stages": _list_of(_one_of(STAGES, "stage")),
+    "seconds": NUMBER,
+    "environment": _record({"dtype": _dtype}),
+    "warnings": _list_of(STRING),
+    "cross": _list_of(_record({
+        "case": STRING, "stage": _one_of(STAGES, "stage"), "adapter": STRING, "reference": STRING,
+        "passed": BOOLEAN, "summary": STRING,
+    }, closed=True)),
+    "fixtures": _object_of(_anything),
+    "results": _list_of(_stage_result),
+}
+
+
+def _of_its_cases(run: dict[str, Any], where: str) -> None:
+    """Every result, cross-check and fixture entry belongs to a case the run has a reference for (the
+    report and the merge place them by it)."""
+    cases = run["references"]
+    for case in cases:
+        if not is_case_id(case):
+            raise _Malformed(_at(where, "references"), f"{_shown(case)} is not a case id ({CASE_ID_RULE})")
+    for what in ("results", "cross"):
+        for i, entry in enumerate(run[what]):
+            if entry["case"] not in cases:
+                raise _Malformed(_at(_at(_at(where, what), i), "case"),
+                                 f"{_shown(entry['case'])} is not a case of this run (not in its references)")
+    keys = {FixtureStore.key(case, reference) for case, reference in cases.items()}
+    for key in run["fixtures"]:
+        if key not in keys:
+            raise _Malformed(_at(_at(where, "fixtures"), key), "not the fixture of a case of this run")
+
+
+_RUN_RECORD = _record(_RUN, closed=True)
+_SHARD_RECORD = _record(
+    {"index": POSITIVE, "count": POSITIVE, "cases": _list_of(STRING), "run": _object_of(_anything)}, closed=True
+)
+
+
+def _run(value: Any, where: str) -> None:
+    _RUN_RECORD(value, where)
+    _of_its_cases(value, where)
+
+
+def _shard(value: Any, where: str) -> None:
+    _SHARD_RECORD(value, where)
+    if value["index"] > value["count"]:
+        raise _Malformed(_at(where, "index"), f"shard {value['index']} of {value['count']}: needs index <= count")
+
+
+_FILE_RECORD = _record({**_RUN, "format": _anything, "companions": _list_of(_run)}, {"shard": _shard}, closed=True)
+
+
+def _whole_file(value: Any, where: str) -> None:
+    _FILE_RECORD(value, where)
+    _of_its_cases(value, where)

@@ -30,6 +30,7 @@ from parity.execute import UPSTREAM, Executed, before_denoise, execute
 from parity.expectations import Expectations
 from parity.fixtures import FixtureStore
 from parity.outputs import StageOutputs, write_outputs
+from parity.paths import inside
 from parity.stages import STAGES
 from parity.tolerances import tolerance_for
 from parity.truncation import truncation_warning
@@ -372,7 +373,7 @@ class Runner:
             if stage == "denoise":
                 self._locate_block(case, adapter, golden, judged[stage], (obtained, skipped))
         if self.dump is not None:
-            write_outputs(self.dump / case.id, name, obtained)
+            write_outputs(inside(self.dump, case.id), name, obtained)
         return [judged[s] for s in STAGES if s in wanted], obtained
 
     def _locate_block(

@@ -11,9 +11,8 @@ Conversion takes seconds, so the result is cached on disk (`save_pretrained` out
 everything that can change it: both file hashes, the transformers and tokenizers versions and
 RECIPE_VERSION. The source files are verified on every load, cache hit or not.
 
-A checkpoint's chat template is user-supplied Jinja that the harness renders (through
-transformers, in jinja2's ImmutableSandboxedEnvironment). The sandbox refuses unsafe access with a
-SecurityError; a checkpoint whose template tries it is refused as bad input, naming the file.
+A checkpoint's chat template is user-supplied Jinja: every render of it is bounded and any failure
+from it is one line naming the file (`parity.chat_template`), and it is probed once as it loads.
 """
 
 from __future__ import annotations
@@ -31,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from jinja2.exceptions import SecurityError
 from tokenizers import AddedToken, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
+from parity.chat_template import guard
 from parity.errors import InputError
 
 # Bump when the build below changes in a way that changes the saved tokenizer.
@@ -83,15 +82,6 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 )
 # Qwen3 names these besides pad/eos; they are what `skip_special_tokens` drops.
 QWEN3_EXTRA_SPECIAL_TOKENS = tuple(t for t, special in QWEN3_ADDED_TOKENS[1:] if special)
-
-
-# What chat templates branch on: a system turn, an assistant turn with its reasoning, a user turn.
-_PROBE_CONVERSATION = (
-    {"role": "system", "content": "probe"},
-    {"role": "user", "content": "probe"},
-    {"role": "assistant", "content": "probe", "reasoning_content": "probe"},
-    {"role": "user", "content": "probe"},
-)
 
 
 @dataclass(frozen=True)
@@ -251,33 +241,6 @@ def load_reference_tokenizer(
     return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
 
 
-def chat_template_source(folder: Path) -> Path:
-    """The file transformers reads a tokenizer folder's chat template from."""
-    standalone = folder / "chat_template.jinja"
-    return standalone if standalone.is_file() else folder / "tokenizer_config.json"
-
-
-def unsafe_template(source: Path, error: SecurityError) -> InputError:
-    reason = " ".join(str(error).split())
-    return InputError(f"{source}: the chat template attempted unsafe access; the Jinja sandbox refused it ({reason})")
-
-
-def _refuse_unsafe_template(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Render the template once, before any implementation does, so unsafe access is refused up front
-    whichever library renders it later (a live pipeline's own call included)."""
-    for thinking in (True, False):
-        try:
-            tokenizer.apply_chat_template(
-                list(_PROBE_CONVERSATION), tokenize=False, add_generation_prompt=True, enable_thinking=thinking
-            )
-        except SecurityError as e:
-            raise unsafe_template(chat_template_source(folder), e) from None
-        except Exception:
-            # Only unsafe access is judged here: a template that cannot render this conversation
-            # fails with its own error where an implementation renders it.
-            return
-
-
 def load_tokenizer(checkpoint: Path | None = None, cache_dir: Path | None = None) -> PreTrainedTokenizerBase:
     """A checkpoint's `tokenizer/` folder when given, else the reference Qwen3 tokenizer."""
     if checkpoint is None:
@@ -290,7 +253,7 @@ def load_tokenizer(checkpoint: Path | None = None, cache_dir: Path | None = None
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"checkpoint {checkpoint}: cannot load tokenizer/: {first_line}") from None
-    _refuse_unsafe_template(tokenizer, folder)
+    guard(tokenizer, folder)
     return tokenizer
 
 

@@ -12,6 +12,7 @@ marked `subprocess` run the installed `parity` script in a real process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -26,11 +27,13 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
+import torch
+from safetensors.torch import load, load_file, save, save_file
 
 from implementations.inhouse.adapter import InHouseAdapter
 from parity import tokenizer as tokenizer_module
 from parity.cli import main
+from parity.commands import MAX_TOKENIZE_BYTES
 from parity.errors import InputError
 from parity.models.export import export_diffusers
 
@@ -63,6 +66,9 @@ class Expect:
     # Paths that must not exist afterwards: outputs not half-written, commands not run.
     absent: tuple[Path, ...] = ()
     within_s: float | None = None
+    # A subprocess row's standard input: these bytes, or with stdin_closed none at all (fd 0 closed).
+    stdin: bytes | None = None
+    stdin_closed: bool = False
 
 
 class Workspace:
@@ -99,6 +105,24 @@ class Workspace:
 
     def write_manifest(self, data: dict) -> None:
         (self.fixtures / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+
+    def rewrite_fixture(self, key: str, suffix: str, data: bytes) -> None:
+        """New content for a fixture file, with the manifest's sha256 to match: malformed, yet trusted."""
+        path = self.fixture_file(key, suffix)
+        replace(path, data)
+        manifest = self.manifest()
+        manifest["fixtures"][key]["files"][path.name] = hashlib.sha256(data).hexdigest()
+        self.write_manifest(manifest)
+
+    def results(self) -> dict:
+        """A real results file, a fast one-shard run's (written once per module beside the pristine
+        fixtures), for a row to damage: it reads as a plain results file and as a shard to merge."""
+        path = self._pristine.parent / "results.json"
+        if not path.exists():
+            made = invoke(["run", "--cases", "short", "--adapters", "inhouse", "--stages", "template,tokens",
+                           "--shard", "1/1", "--fixtures", self._pristine, "--json", path])
+            assert made.rc == 0, made
+        return json.loads(path.read_text(encoding="utf-8"))
 
 
 def replace(path: Path, data: bytes) -> None:
@@ -333,6 +357,483 @@ def nan_in_the_model(ws: Workspace) -> Expect:
     return Expect(args, fragments, rc=1, stream="out")
 
 
+# Deeper than the interpreter's recursion limit: json.loads raises RecursionError on it.
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def results_row(ws: Workspace, text: str, *fragments: str, merge: bool = False) -> Expect:
+    """`text` as a results file, rendered (`parity report`) or merged as a shard (`--merge`)."""
+    path, html, merged = ws.tmp / "results.json", ws.tmp / "report.html", ws.tmp / "merged.json"
+    path.write_text(text, encoding="utf-8")
+    args = ["report", "--merge", path, "--json", merged] if merge else ["report", "--json", path]
+    return Expect([*args, "--out", html], ("results.json", *fragments), absent=(html, merged))
+
+
+def edited_results(ws: Workspace, edit: Callable[[dict], object], *fragments: str, merge: bool = False) -> Expect:
+    data = ws.results()
+    edit(data)
+    return results_row(ws, json.dumps(data), *fragments, merge=merge)
+
+
+def results_unknown_status(ws: Workspace) -> Expect:
+    return edited_results(ws, lambda d: d["results"][0].update(status="weird"),
+                          "results[0].status: unknown status 'weird'")
+
+
+def results_missing_key(ws: Workspace) -> Expect:
+    return edited_results(ws, lambda d: d["results"][1].pop("stage"), "results[1]", "missing key 'stage'")
+
+
+def results_wrong_type(ws: Workspace) -> Expect:
+    return edited_results(ws, lambda d: d.update(seconds="fast"), "seconds: must be a finite number, got a string")
+
+
+def results_nested_too_deep(ws: Workspace) -> Expect:
+    return results_row(ws, '{"results": ' + NESTED + "}", "nested too deeply")
+
+
+def results_not_an_object(ws: Workspace) -> Expect:
+    return results_row(ws, json.dumps([ws.results()]), "an object")
+
+
+def results_of_another_format(ws: Workspace) -> Expect:
+    # A file from a parity whose results format moved on: refused by number, not misread.
+    return edited_results(ws, lambda d: d.update(format=99), "results format 99")
+
+
+def merge_nested_too_deep(ws: Workspace) -> Expect:
+    return results_row(ws, NESTED, "nested too deeply", merge=True)
+
+
+def merge_unknown_status(ws: Workspace) -> Expect:
+    return edited_results(ws, lambda d: d["results"][1].update(status="weird"),
+                          "results[1].status: unknown status 'weird'", merge=True)
+
+
+def renamed_case(data: dict, new: str) -> None:
+    """Every mention of the run's one case, `short`, renamed to `new`."""
+    data["references"] = {new: data["references"].pop("short")}
+    for entry in data["results"] + data["cross"]:
+        entry["case"] = new
+    data["fixtures"] = {key.replace("short/", f"{new}/"): value for key, value in data["fixtures"].items()}
+    data["shard"]["cases"] = [new]
+
+
+def results_case_id_a_path(ws: Workspace, merge: bool) -> Expect:
+    # Case ids become file names wherever the harness writes per case: one that is a path is refused
+    # in results files too, before the report or the merge writes anything.
+    return edited_results(ws, lambda d: renamed_case(d, "../../escaped"), "references",
+                          "'../../escaped' is not a case id", merge=merge)
+
+
+def merge_environment_without_dtype(ws: Workspace) -> Expect:
+    return edited_results(ws, lambda d: d["environment"].pop("dtype"), "environment", "missing key 'dtype'",
+                          merge=True)
+
+
+def merge_shard_cases_not_strings(ws: Workspace) -> Expect:
+    # "short" first, so the case is among its run's; the list after it cannot key the merge's order.
+    return edited_results(ws, lambda d: d["shard"].update(cases=["short", ["short"]]), "shard.cases[1]",
+                          "a string", merge=True)
+
+
+DECLARED = 'adapter = "inhouse"\ncases = ["short"]\nstages = ["template"]\nreason = "the think block"\n'
+
+
+def expectations_row(ws: Workspace, text: str, *fragments: str) -> Expect:
+    (ws.fixtures / "expectations.toml").write_text(text, encoding="utf-8")
+    out = ws.tmp / "out.json"
+    args = run_short(ws, "--adapters", "inhouse", "--stages", "template", "--json", out)
+    return Expect(args, ("expectations.toml", *fragments), absent=(out,))
+
+
+def expectations_reason_not_a_string(ws: Workspace) -> Expect:
+    text = "[[divergence]]\n" + DECLARED.replace('"the think block"', "3")
+    return expectations_row(ws, text, "divergence #1", "'reason'", "string")
+
+
+def expectations_adapter_not_a_string(ws: Workspace) -> Expect:
+    text = "[[divergence]]\n" + DECLARED.replace('"inhouse"', "3")
+    return expectations_row(ws, text, "divergence #1", "'adapter'", "a string or a list of strings")
+
+
+def expectations_cases_a_string(ws: Workspace) -> Expect:
+    # Read as a list, "short" was the globs s, h, o, r, t: a declaration that covered nothing.
+    text = "[[divergence]]\n" + DECLARED.replace('["short"]', '"short"')
+    return expectations_row(ws, text, "divergence #1", "'cases'", "a list of strings")
+
+
+def expectations_single_table(ws: Workspace) -> Expect:
+    return expectations_row(ws, "[divergence]\n" + DECLARED, "[[divergence]]")
+
+
+def expectations_unknown_top_level_key(ws: Workspace) -> Expect:
+    return expectations_row(ws, "[[divergance]]\n" + DECLARED, "unknown top-level key 'divergance'")
+
+
+def fixture_row(ws: Workspace, suffix: str, data: bytes, *fragments: str) -> Expect:
+    """short/diffusers's `suffix` file replaced by `data`, with the manifest's sha256 to match."""
+    ws.rewrite_fixture("short/diffusers", suffix, data)
+    out = ws.tmp / "out.json"
+    args = run_short(ws, "--adapters", "inhouse", "--stages", "template,tokens", "--json", out)
+    return Expect(args, ("short/diffusers", *fragments), absent=(out,))
+
+
+def edited_fixture_json(ws: Workspace, edit: Callable[[dict], object], *fragments: str) -> Expect:
+    strings = json.loads(ws.fixture_file("short/diffusers", ".json").read_text(encoding="utf-8"))
+    edit(strings)
+    return fixture_row(ws, ".json", json.dumps(strings).encode(), *fragments)
+
+
+def edited_fixture_tensors(ws: Workspace, edit: Callable[[dict], object], *fragments: str) -> Expect:
+    tensors = load(ws.fixture_file("short/diffusers", ".safetensors").read_bytes())
+    edit(tensors)
+    return fixture_row(ws, ".safetensors", save(tensors), *fragments)
+
+
+def fixture_json_nested_too_deep(ws: Workspace) -> Expect:
+    return fixture_row(ws, ".json", ('{"meta": ' + NESTED + "}").encode(), "nested too deeply")
+
+
+def fixture_json_a_list(ws: Workspace) -> Expect:
+    return fixture_row(ws, ".json", b"[]", "an object")
+
+
+def fixture_json_nan_skipped(ws: Workspace) -> Expect:
+    return edited_fixture_json(ws, lambda s: s["meta"].update(skipped=math.nan), "meta.skipped", "an object")
+
+
+def fixture_json_nan_template_text(ws: Workspace) -> Expect:
+    return edited_fixture_json(ws, lambda s: s.update({"template.text": math.nan}), "template.text", "a string")
+
+
+def fixture_input_ids_2d(ws: Workspace) -> Expect:
+    def edit(t: dict) -> None:
+        t["tokens.input_ids"] = t["tokens.input_ids"].unsqueeze(0)
+
+    return edited_fixture_tensors(ws, edit, "tokens.input_ids", "1-D")
+
+
+def fixture_input_ids_float(ws: Workspace) -> Expect:
+    def edit(t: dict) -> None:
+        t["tokens.input_ids"] = t["tokens.input_ids"].double()
+
+    return edited_fixture_tensors(ws, edit, "tokens.input_ids", "int64", "float64")
+
+
+# A checkpoint's chat template renders for at most 5 s (parity.chat_template.RENDER_SECONDS); the
+# rest of these rows' budget is start-up on a busy 2-core machine.
+TEMPLATE_BOUND_WITHIN_S = 20.0
+# Three nested loops of the sandbox's largest range: 10**15 iterations, years of rendering.
+NESTED_LOOPS = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endfor %}"
+)
+# A config naming a million layers took minutes building the model (on the meta device) before any check.
+CONFIG_WITHIN_S = 20.0
+
+
+def planted_template(ws: Workspace, template: str) -> Path:
+    """A checkpoint whose tokenizer/chat_template.jinja is `template`."""
+    folder = ws.checkpoint()
+    replace(folder / "tokenizer" / "chat_template.jinja", template.encode())
+    return folder
+
+
+def tokenize_with(folder: Path) -> list[object]:
+    """A command that renders nothing itself: only the checkpoint's load-time checks meet the template."""
+    return ["tokenize", "--checkpoint", folder, "--text", "A cat"]
+
+
+def template_syntax_error(ws: Workspace) -> Expect:
+    folder = planted_template(ws, "{% for m in messages %}\n{{ m.content }\n{% endfor %}")
+    return Expect(tokenize_with(folder), ("tokenizer/chat_template.jinja", "line 2", "unexpected '}'"))
+
+
+def config_template_raises(ws: Workspace) -> Expect:
+    # It refuses every conversation, so no implementation could render a prompt with it: refused
+    # where the checkpoint loads, even by a command that renders nothing.
+    folder = ws.checkpoint()
+    tokenizer = folder / "tokenizer"
+    (tokenizer / "chat_template.jinja").unlink()
+    config = json.loads((tokenizer / "tokenizer_config.json").read_text(encoding="utf-8"))
+    raising = "{{ raise_exception('roles must alternate') }}"
+    replace(tokenizer / "tokenizer_config.json", json.dumps(config | {"chat_template": raising}).encode())
+    return Expect(tokenize_with(folder), ("tokenizer/tokenizer_config.json", "line 1", "roles must alternate"))
+
+
+def template_range_too_big(ws: Workspace) -> Expect:
+    folder = planted_template(ws, "{{ messages[0].content }}\n{% for i in range(10**9) %}{% endfor %}")
+    return Expect(run_short(ws, "--checkpoint", folder), ("tokenizer/chat_template.jinja", "line 2", "MAX_RANGE"))
+
+
+def template_nested_loops(ws: Workspace) -> Expect:
+    folder = planted_template(ws, NESTED_LOOPS)
+    fragments = ("tokenizer/chat_template.jinja", "still rendering after 5 s")
+    return Expect(run_short(ws, "--checkpoint", folder), fragments, within_s=TEMPLATE_BOUND_WITHIN_S)
+
+
+def template_huge_string(ws: Workspace) -> Expect:
+    # 10 GB: Jinja folds the constant while compiling, before any render has started.
+    folder = planted_template(ws, "{{ 'x' * 10**10 }}")
+    fragments = ("tokenizer/chat_template.jinja", "more than 512 MiB")
+    return Expect(tokenize_with(folder), fragments, within_s=TEMPLATE_BOUND_WITHIN_S)
+
+
+def template_output_flood(ws: Workspace) -> Expect:
+    # 100 million characters in pieces of a thousand: no allocation is large, the output is.
+    folder = planted_template(ws, "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}")
+    fragments = ("tokenizer/chat_template.jinja", "100,000,000 characters")
+    return Expect(tokenize_with(folder), fragments, within_s=TEMPLATE_BOUND_WITHIN_S)
+
+
+def template_trap_on_one_prompt(
+    ws: Workspace, adapter: str, trap: str, fragments: tuple[str, ...], within_s: float | None = None
+) -> Expect:
+    # Sprung only by this case's prompt, so the load-time probe renders cleanly and the render that
+    # meets it is an implementation's: our own (diffsynth_style) or the installed library's (diffusers
+    # calls the tokenizer's apply_chat_template itself).
+    folder = ws.checkpoint()
+    template = folder / "tokenizer" / "chat_template.jinja"
+    guarded = "{% if messages[0].content == 'A cat sleeping' %}" + trap + "{% endif %}"
+    replace(template, guarded.encode() + template.read_bytes())
+    args = run_short(ws, "--adapters", adapter, "--checkpoint", folder)
+    return Expect(args, ("tokenizer/chat_template.jinja", *fragments), within_s=within_s)
+
+
+def template_raises_on_one_prompt(ws: Workspace, adapter: str) -> Expect:
+    return template_trap_on_one_prompt(ws, adapter, "{{ raise_exception('no cats') }}", ("line 1", "no cats"))
+
+
+def template_loops_on_one_prompt(ws: Workspace, adapter: str) -> Expect:
+    fragments = ("still rendering after 5 s",)
+    return template_trap_on_one_prompt(ws, adapter, NESTED_LOOPS, fragments, TEMPLATE_BOUND_WITHIN_S)
+
+
+def template_floods_on_one_prompt(ws: Workspace, adapter: str) -> Expect:
+    # 14 GB, computed from the prompt at render time, so nothing folds it while compiling.
+    trap = "{{ messages[0].content * 10**9 }}"
+    return template_trap_on_one_prompt(ws, adapter, trap, ("line 1", "more than 512 MiB"), TEMPLATE_BOUND_WITHIN_S)
+
+
+def edited_config(ws: Workspace, part: str, edit: Callable[[dict], None]) -> Path:
+    """A checkpoint whose `part`/config.json is the exported one changed by `edit`."""
+    folder = ws.checkpoint()
+    path = folder / part / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    edit(config)
+    replace(path, json.dumps(config).encode())
+    return folder
+
+
+def dit_config(ws: Workspace, changes: dict, *fragments: str, within_s: float | None = None) -> Expect:
+    folder = edited_config(ws, "transformer", lambda config: config.update(changes))
+    args = ["run", "--cases", "turbo", "--stages", "denoise", "--adapters", "diffsynth_style",
+            "--fixtures", ws.fixtures, "--checkpoint", folder]
+    return Expect(args, ("transformer/config.json", *fragments), within_s=within_s)
+
+
+def dit_config_dim_1e6(ws: Workspace) -> Expect:
+    return dit_config(ws, {"dim": 1_000_000}, "dim 1000000 / n_heads 2", "axes_dims [8, 12, 12]")
+
+
+def dit_config_a_million_layers(ws: Workspace) -> Expect:
+    return dit_config(ws, {"n_layers": 1_000_000}, "n_layers is 1000000", "hold 2", within_s=CONFIG_WITHIN_S)
+
+
+def dit_config_no_heads(ws: Workspace) -> Expect:
+    return dit_config(ws, {"n_heads": 0}, "n_heads", "a positive integer", "not 0")
+
+
+def dit_config_fractional_layers(ws: Workspace) -> Expect:
+    return dit_config(ws, {"n_layers": 2.5}, "n_layers", "a positive integer", "not 2.5")
+
+
+def dit_config_heads_not_dividing_dim(ws: Workspace) -> Expect:
+    return dit_config(ws, {"n_heads": 3}, "dim 64", "n_heads 3")
+
+
+def encoder_config(
+    ws: Workspace, edit: Callable[[dict], None], *fragments: str, within_s: float | None = None
+) -> Expect:
+    folder = edited_config(ws, "text_encoder", edit)
+    args = run_short(ws, "--adapters", "diffsynth_style", "--checkpoint", folder)
+    return Expect(args, ("text_encoder/config.json", *fragments), within_s=within_s)
+
+
+def encoder_config_a_million_layers(ws: Workspace) -> Expect:
+    def edit(config: dict) -> None:
+        # Without layer_types (Qwen3-4B's own config.json has none) transformers derives it from the count.
+        del config["layer_types"]
+        config["num_hidden_layers"] = 1_000_000
+
+    return encoder_config(ws, edit, "num_hidden_layers is 1000000", "hold 4", within_s=CONFIG_WITHIN_S)
+
+
+def encoder_config_no_heads(ws: Workspace) -> Expect:
+    return encoder_config(ws, lambda c: c.update(num_attention_heads=0), "num_attention_heads", "not 0")
+
+
+def encoder_config_fractional_layers(ws: Workspace) -> Expect:
+    return encoder_config(ws, lambda c: c.update(num_hidden_layers=2.5), "num_hidden_layers", "2.5")
+
+
+def encoder_config_kv_heads_not_dividing(ws: Workspace) -> Expect:
+    fragments = ("num_attention_heads 4", "num_key_value_heads 3")
+    return encoder_config(ws, lambda c: c.update(num_key_value_heads=3), *fragments)
+
+
+def case_folder_holds_a_directory(ws: Workspace) -> Expect:
+    # glob("*.toml") lists folders too: skipping one would drop whatever the user meant it to hold.
+    (ws.fixtures / "cases" / "x.toml").mkdir()
+    return Expect(run_short(ws), ("x.toml", "Is a directory"))
+
+
+def case_path_a_directory(ws: Workspace) -> Expect:
+    folder = ws.tmp / "cases"
+    folder.mkdir()
+    return Expect(["render", "--adapter", "inhouse", "--case", folder], (str(folder), "Is a directory"))
+
+
+def case_file_a_symlink_loop(ws: Workspace) -> Expect:
+    loop = ws.fixtures / "cases" / "loop.toml"
+    loop.symlink_to(loop)
+    return Expect(run_short(ws), ("loop.toml", "Too many levels of symbolic links"))
+
+
+def regen_row(ws: Workspace, text: str, *fragments: str) -> Expect:
+    """`text` as the case file new.toml, regenerated: the path that builds every stage's inputs."""
+    ws.case_file("new.toml", text)
+    changelog = ws.tmp / "changelog.md"
+    args = ["fixtures", "regen", "--cases", "new", "--fixtures", ws.fixtures, "--changelog", changelog]
+    return Expect(args, ("new.toml", "case 'new'", *fragments), absent=(changelog, ws.fixtures / "golden" / "new"))
+
+
+def messages_empty(ws: Workspace) -> Expect:
+    # The chat reference (qwen3_chat) looked at the last message to decide whether the turn is open: IndexError.
+    return regen_row(ws, '[[case]]\nid = "new"\nmessages = []\n', "'messages' must hold at least one message")
+
+
+def size_a_billion_pixels(ws: Workspace) -> Expect:
+    # The shared latent asked for 10**18 bytes (an allocation traceback). Written 1e9 the size is a
+    # TOML float, which the type check already refused.
+    text = '[[case]]\nid = "new"\nprompt = "A cat"\nwidth = 1000000000\nheight = 1000000000\n'
+    return regen_row(ws, text, "height and width must be at most 4096")
+
+
+def schedule_steps(adapter: str, steps: int) -> Expect:
+    return Expect(["schedule", "--adapter", adapter, "--steps", steps], ("steps must be at most 1000",))
+
+
+def schedule_a_trillion_steps(ws: Workspace) -> Expect:
+    # diffusers' scheduler asked for a 4 TB tensor of timesteps.
+    return schedule_steps("diffusers", 10**12)
+
+
+def schedule_a_hundred_million_comfyui_steps(ws: Workspace) -> Expect:
+    # ComfyUI's `simple` scheduler picks each sigma in a Python loop: no allocation error, minutes of work.
+    return schedule_steps("comfyui_style", 10**8)
+
+
+def schedule_tiny_comfyui_denoise(ws: Workspace) -> Expect:
+    # 1 step at denoise 1e-9 is 10**9 scheduled steps in ComfyUI's KSampler, of which it keeps the last one.
+    args = ["schedule", "--adapter", "comfyui_style", "--steps", "1", "--denoise", "1e-9", "--json"]
+    return Expect(args, ("steps / denoise must be at most 1000",), within_s=30.0)
+
+
+def device_row(ws: Workspace, device: str, *fragments: str) -> Expect:
+    out = ws.tmp / "out.json"
+    args = run_short(ws, "--adapters", "inhouse", "--device", device, "--json", out)
+    return Expect(args, (f"--device {device}:", *fragments), absent=(out,))
+
+
+def device_cuda_absent(ws: Workspace) -> Expect:
+    return device_row(ws, "cuda", f"this torch ({torch.__version__}) sees no CUDA device", "available here: cpu")
+
+
+def device_mps_absent(ws: Workspace) -> Expect:
+    return device_row(ws, "mps", "sees no MPS device", "available here: cpu")
+
+
+def device_bogus(ws: Workspace) -> Expect:
+    return device_row(ws, "bogus", "not a device name torch knows", "available here: cpu")
+
+
+def tables_device_bogus(ws: Workspace) -> Expect:
+    out = ws.tmp / "tables.md"
+    args = ["tables", "--device", "bogus", "--fixtures", ws.fixtures, "--out", out]
+    return Expect(args, ("--device bogus:", "available here: cpu"), absent=(out,))
+
+
+def json_and_report_one_file(ws: Workspace, spelled_twice: bool = False) -> Expect:
+    # The HTML was written over the results, which were lost without a word.
+    out = ws.tmp / "out"
+    (ws.tmp / "sub").mkdir()
+    report = ws.tmp / "sub" / ".." / "out" if spelled_twice else out
+    args = run_short(ws, "--adapters", "inhouse", "--stages", "template", "--json", out, "--report", report)
+    return Expect(args, ("--json", "--report", "the same file", str(out)), absent=(out,))
+
+
+def report_over_its_results(ws: Workspace) -> Expect:
+    # The HTML replaced the very results it was rendered from.
+    path = ws.tmp / "results.json"
+    path.write_text(json.dumps(ws.results()), encoding="utf-8")
+    return Expect(["report", "--json", path, "--out", path], ("--json", "--out", "the same file", str(path)))
+
+
+def merge_over_its_results(ws: Workspace) -> Expect:
+    shard, merged = ws.tmp / "shard.json", ws.tmp / "merged.json"
+    shard.write_text(json.dumps(ws.results()), encoding="utf-8")
+    args = ["report", "--merge", shard, "--json", merged, "--out", merged]
+    return Expect(args, ("--json", "--out", "the same file"), absent=(merged,))
+
+
+def merge_over_a_shard(ws: Workspace) -> Expect:
+    shard = ws.tmp / "shard.json"
+    data = json.dumps(ws.results())
+    shard.write_text(data, encoding="utf-8")
+    return Expect(["report", "--merge", shard, "--out", shard], ("--merge", "--out", "the same file"))
+
+
+TOKENIZE = ["tokenize", "--stdin", "--json"]
+
+
+def tokenize_stdin_closed(ws: Workspace) -> Expect:
+    # Python sets sys.stdin to None when fd 0 is closed (`parity tokenize --stdin <&-`).
+    return Expect(TOKENIZE, ("--stdin", "standard input is closed"), stdin_closed=True)
+
+
+def tokenize_stdin_not_utf8(ws: Workspace) -> Expect:
+    # Python's stdin decodes with surrogateescape: the byte reached the tokenizer as a surrogate (TypeError).
+    return Expect(TOKENIZE, ("stdin line 2", "not UTF-8", "byte 4"), stdin=b"A cat\ncaf\xe9\n")
+
+
+def tokenize_jsonl_lone_surrogate(ws: Workspace) -> Expect:
+    # Valid JSON, but no text: a lone surrogate has no UTF-8 form, and the tokenizer raised a TypeError.
+    return Expect([*TOKENIZE, "--jsonl"], ("stdin line 1", "lone surrogate"), stdin=b'"A \\ud800 cat"\n')
+
+
+def tokenize_text_lone_surrogate(ws: Workspace) -> Expect:
+    # What Python makes of a command-line argument that is not UTF-8 (surrogateescape).
+    return Expect(["tokenize", "--text", "caf\udce9"], ("--text", "lone surrogate"))
+
+
+def tokenize_jsonl_line_past_the_limit(ws: Workspace) -> Expect:
+    # A 100 MB line made the tokenizer abort the process in native code (an allocation failure).
+    line = b'"' + b"a" * MAX_TOKENIZE_BYTES + b'"\n'
+    return Expect([*TOKENIZE, "--jsonl"], ("stdin line 1", "longer than 4 MiB"), stdin=line)
+
+
+def tokenize_stdin_past_the_limit(ws: Workspace) -> Expect:
+    return Expect(TOKENIZE, ("standard input", "longer than 4 MiB"), stdin=b"a " * (MAX_TOKENIZE_BYTES // 2 + 1))
+
+
+def export_shard_size_unit_unknown(ws: Workspace) -> Expect:
+    out = ws.tmp / "checkpoint"
+    args = ["export", "--format", "diffusers", "--out", out, "--max-shard-size", "300M"]
+    return Expect(args, ("--max-shard-size '300M'", "KB, MB, GB or TB"), absent=(out,))
+
+
 IN_PROCESS, SUBPROCESS = "in-process", "subprocess"
 ROWS = [
     pytest.param(unknown_case_key, IN_PROCESS, id="unknown-case-key"),
@@ -364,6 +865,81 @@ ROWS = [
     pytest.param(jinja_in_an_inhouse_template, IN_PROCESS, id="jinja-in-inhouse-template-verbatim"),
     pytest.param(long_prompt, IN_PROCESS, id="prompt-200k-chars"),
     pytest.param(nan_in_the_model, IN_PROCESS, id="nan-weight"),
+    pytest.param(results_unknown_status, IN_PROCESS, id="results-unknown-status"),
+    pytest.param(results_missing_key, IN_PROCESS, id="results-missing-key"),
+    pytest.param(results_wrong_type, IN_PROCESS, id="results-wrong-type"),
+    pytest.param(results_nested_too_deep, IN_PROCESS, id="results-nested-too-deep"),
+    pytest.param(results_not_an_object, IN_PROCESS, id="results-not-an-object"),
+    pytest.param(results_of_another_format, IN_PROCESS, id="results-format-99"),
+    pytest.param(merge_nested_too_deep, IN_PROCESS, id="merge-nested-too-deep"),
+    pytest.param(merge_unknown_status, IN_PROCESS, id="merge-unknown-status"),
+    pytest.param(merge_environment_without_dtype, IN_PROCESS, id="merge-environment-without-dtype"),
+    pytest.param(merge_shard_cases_not_strings, IN_PROCESS, id="merge-shard-cases-not-strings"),
+    pytest.param(expectations_reason_not_a_string, IN_PROCESS, id="expectations-reason-not-a-string"),
+    pytest.param(expectations_adapter_not_a_string, IN_PROCESS, id="expectations-adapter-not-a-string"),
+    pytest.param(expectations_cases_a_string, IN_PROCESS, id="expectations-cases-a-string"),
+    pytest.param(expectations_single_table, IN_PROCESS, id="expectations-single-[divergence]-table"),
+    pytest.param(expectations_unknown_top_level_key, IN_PROCESS, id="expectations-unknown-top-level-key"),
+    pytest.param(fixture_json_nested_too_deep, IN_PROCESS, id="fixture-json-nested-too-deep"),
+    pytest.param(fixture_json_a_list, IN_PROCESS, id="fixture-json-a-list"),
+    pytest.param(fixture_json_nan_skipped, IN_PROCESS, id="fixture-json-nan-skipped"),
+    pytest.param(fixture_json_nan_template_text, IN_PROCESS, id="fixture-json-nan-template-text"),
+    pytest.param(fixture_input_ids_2d, IN_PROCESS, id="fixture-input-ids-2d"),
+    pytest.param(fixture_input_ids_float, IN_PROCESS, id="fixture-input-ids-float"),
+    pytest.param(template_syntax_error, IN_PROCESS, id="jinja-syntax-error"),
+    pytest.param(config_template_raises, IN_PROCESS, id="jinja-raise-in-tokenizer_config"),
+    pytest.param(template_range_too_big, SUBPROCESS, id="jinja-range-10**9"),
+    pytest.param(template_nested_loops, IN_PROCESS, id="jinja-nested-loops"),
+    pytest.param(template_huge_string, IN_PROCESS, id="jinja-10GB-string"),
+    pytest.param(template_output_flood, IN_PROCESS, id="jinja-output-100M-chars"),
+    pytest.param(partial(template_raises_on_one_prompt, adapter="diffsynth_style"), IN_PROCESS,
+                 id="jinja-raise-on-one-prompt"),
+    pytest.param(partial(template_raises_on_one_prompt, adapter="diffusers"), IN_PROCESS,
+                 id="jinja-raise-in-live-diffusers"),
+    pytest.param(partial(template_loops_on_one_prompt, adapter="diffsynth_style"), IN_PROCESS,
+                 id="jinja-nested-loops-on-one-prompt"),
+    pytest.param(partial(template_loops_on_one_prompt, adapter="diffusers"), IN_PROCESS,
+                 id="jinja-nested-loops-in-live-diffusers"),
+    pytest.param(partial(template_floods_on_one_prompt, adapter="diffusers"), IN_PROCESS,
+                 id="jinja-14GB-string-in-live-diffusers"),
+    pytest.param(dit_config_dim_1e6, IN_PROCESS, id="dit-config-dim-1e6"),
+    pytest.param(dit_config_a_million_layers, IN_PROCESS, id="dit-config-n_layers-1e6"),
+    pytest.param(dit_config_no_heads, IN_PROCESS, id="dit-config-n_heads-0"),
+    pytest.param(dit_config_fractional_layers, IN_PROCESS, id="dit-config-n_layers-2.5"),
+    pytest.param(dit_config_heads_not_dividing_dim, IN_PROCESS, id="dit-config-n_heads-not-dividing-dim"),
+    pytest.param(encoder_config_a_million_layers, IN_PROCESS, id="encoder-config-num_hidden_layers-1e6"),
+    pytest.param(encoder_config_no_heads, IN_PROCESS, id="encoder-config-num_attention_heads-0"),
+    pytest.param(encoder_config_fractional_layers, IN_PROCESS, id="encoder-config-num_hidden_layers-2.5"),
+    pytest.param(encoder_config_kv_heads_not_dividing, IN_PROCESS, id="encoder-config-kv-heads-not-dividing"),
+    pytest.param(case_folder_holds_a_directory, IN_PROCESS, id="cases-folder-holds-x.toml-directory"),
+    pytest.param(case_path_a_directory, IN_PROCESS, id="case-path-a-directory"),
+    pytest.param(case_file_a_symlink_loop, IN_PROCESS, id="case-file-symlink-loop"),
+    pytest.param(messages_empty, IN_PROCESS, id="messages-empty"),
+    pytest.param(size_a_billion_pixels, IN_PROCESS, id="size-1e9"),
+    pytest.param(schedule_a_trillion_steps, IN_PROCESS, id="schedule-steps-1e12"),
+    pytest.param(schedule_a_hundred_million_comfyui_steps, SUBPROCESS, id="schedule-comfyui-steps-1e8"),
+    pytest.param(schedule_tiny_comfyui_denoise, SUBPROCESS, id="schedule-comfyui-denoise-1e-9"),
+    pytest.param(merge_over_a_shard, IN_PROCESS, id="merge-out-is-a-shard"),
+    pytest.param(partial(results_case_id_a_path, merge=False), IN_PROCESS, id="results-case-id-a-path"),
+    pytest.param(partial(results_case_id_a_path, merge=True), IN_PROCESS, id="merge-case-id-a-path"),
+    pytest.param(device_cuda_absent, IN_PROCESS, id="device-cuda-absent",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
+    pytest.param(device_mps_absent, IN_PROCESS, id="device-mps-absent",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")),
+    pytest.param(device_bogus, IN_PROCESS, id="device-bogus"),
+    pytest.param(tables_device_bogus, IN_PROCESS, id="tables-device-bogus"),
+    pytest.param(json_and_report_one_file, IN_PROCESS, id="json-and-report-same-file"),
+    pytest.param(partial(json_and_report_one_file, spelled_twice=True), IN_PROCESS,
+                 id="json-and-report-same-file-spelled-twice"),
+    pytest.param(report_over_its_results, IN_PROCESS, id="report-out-is-its-json"),
+    pytest.param(merge_over_its_results, IN_PROCESS, id="merge-out-is-its-json"),
+    pytest.param(tokenize_stdin_closed, SUBPROCESS, id="tokenize-stdin-closed"),
+    pytest.param(tokenize_stdin_not_utf8, SUBPROCESS, id="tokenize-stdin-not-utf8"),
+    pytest.param(tokenize_jsonl_lone_surrogate, SUBPROCESS, id="tokenize-jsonl-lone-surrogate"),
+    pytest.param(tokenize_text_lone_surrogate, IN_PROCESS, id="tokenize-text-lone-surrogate"),
+    pytest.param(tokenize_jsonl_line_past_the_limit, SUBPROCESS, id="tokenize-jsonl-line-past-4MiB"),
+    pytest.param(tokenize_stdin_past_the_limit, SUBPROCESS, id="tokenize-stdin-past-4MiB"),
+    pytest.param(export_shard_size_unit_unknown, IN_PROCESS, id="export-max-shard-size-300M"),
 ]
 
 
@@ -391,10 +967,14 @@ def invoke(args: list[object]) -> Outcome:
     return Outcome(rc, out.getvalue(), err.getvalue(), time.perf_counter() - start)
 
 
-def spawn(args: list[object]) -> Outcome:
+def spawn(args: list[object], stdin: bytes | None = None, stdin_closed: bool = False) -> Outcome:
     start = time.perf_counter()
-    proc = subprocess.run([str(a) for a in (PARITY, *args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+    proc = subprocess.run(
+        [str(a) for a in (PARITY, *args)], cwd=ROOT, capture_output=True, input=stdin, timeout=300,
+        preexec_fn=partial(os.close, 0) if stdin_closed else None,
+    )
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    return Outcome(proc.returncode, out, err, time.perf_counter() - start)
 
 
 def the_error_line(outcome: Outcome) -> str:
@@ -408,7 +988,7 @@ def the_error_line(outcome: Outcome) -> str:
 @pytest.mark.parametrize(("row", "how"), ROWS)
 def test_bad_input(row, how, tmp_path, pristine, exported, monkeypatch):
     expect = row(Workspace(tmp_path, pristine, exported, monkeypatch))
-    outcome = (invoke if how == IN_PROCESS else spawn)(expect.args)
+    outcome = invoke(expect.args) if how == IN_PROCESS else spawn(expect.args, expect.stdin, expect.stdin_closed)
     assert outcome.rc == expect.rc, outcome
     assert "Traceback" not in outcome.err, outcome.err
     text = the_error_line(outcome) if expect.rc == 2 else {"out": outcome.out, "err": outcome.err}[expect.stream]

@@ -1,5 +1,6 @@
 """The fixture store: verified reads, change-only writes, and writes that cannot be half done."""
 
+import json
 import os
 from pathlib import Path
 
@@ -89,8 +90,36 @@ def test_a_regen_killed_before_commit_leaves_the_previous_fixtures(tmp_path):
     assert all((tmp_path / "golden" / "c" / n).read_bytes() == b for n, b in before.items())
     # The next look says what happened, and the next regen tidies up.
     stray = after.check_all()
-    assert len(stray) == 2 and all("interrupted regen" in s for s in stray)
+    assert len(stray) == 3 and all("interrupted regen" in s for s in stray)
     after.write(CASE, "ref", outputs(3.0), {"p": 1})
     after.commit()
     assert FixtureStore(tmp_path).check_all() == []
     assert len(list((tmp_path / "golden" / "c").iterdir())) == 2
+
+
+def test_swapped_fixtures_are_caught_by_the_check_and_by_a_read(tmp_path):
+    store = FixtureStore(tmp_path)
+    other = Case(id="d", prompt="A dog")
+    store.write(CASE, "ref", outputs(), {"p": 1})
+    store.write(other, "ref", outputs(2.0), {"p": 1})
+    store.commit()
+    # Swap the two cases' files and their manifest entries' file lists: every sha256 still matches.
+    data = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    manifest = data["fixtures"]
+    mine, theirs = manifest["c/ref"]["files"], manifest["d/ref"]["files"]
+    for name in mine:
+        os.replace(tmp_path / "golden" / "c" / name, tmp_path / "golden" / "d" / name)
+    for name in theirs:
+        os.replace(tmp_path / "golden" / "d" / name, tmp_path / "golden" / "c" / name)
+    manifest["c/ref"]["files"], manifest["d/ref"]["files"] = theirs, mine
+    (tmp_path / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    problems = FixtureStore(tmp_path).check_all()
+    assert problems == [
+        "fixture c/ref: its files say they are fixture 'd'/'ref' (swapped or misfiled: restore them, or run "
+        "`parity fixtures regen`)",
+        "fixture d/ref: its files say they are fixture 'c'/'ref' (swapped or misfiled: restore them, or run "
+        "`parity fixtures regen`)",
+    ]
+    with pytest.raises(InputError, match="its files say they are fixture 'd'/'ref'"):
+        FixtureStore(tmp_path).load(CASE, "ref")
+

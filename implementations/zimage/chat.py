@@ -7,13 +7,9 @@ right to 512 tokens and truncate there, so an over-long prompt loses its closing
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from jinja2.exceptions import SecurityError
 from transformers import PreTrainedTokenizerBase
 
 from parity.stages import Tokens
-from parity.tokenizer import chat_template_source, unsafe_template
 
 MAX_SEQUENCE_LENGTH = 512
 
@@ -24,13 +20,10 @@ def render_chat(
     enable_thinking: bool = True,
     add_generation_prompt: bool = True,
 ) -> str:
-    try:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-        )
-    except SecurityError as e:
-        # A checkpoint's template can reach unsafe access only on some inputs, past the load-time probe.
-        raise unsafe_template(chat_template_source(Path(tokenizer.name_or_path)), e) from None
+    # A checkpoint tokenizer's method is the bounded one (parity.chat_template): a failure is one line.
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+    )
 
 
 def tokenize_padded(

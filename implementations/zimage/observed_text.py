@@ -11,16 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from jinja2.exceptions import SecurityError
 
 from parity.adapter import Unsupported
 from parity.cases import Case
 from parity.stages import Embeddings, Template, Tokens
-from parity.tokenizer import chat_template_source, unsafe_template
 
 
 @dataclass(frozen=True)
@@ -68,10 +65,9 @@ class ObservedTextStages:
     def _observed(self, case: Case) -> ObservedText:
         key = (case.id, case.user_text)
         if key not in self._observed_text:
-            try:
-                self._observed_text[key] = self.observe_text(case)
-            except SecurityError as e:  # the library rendered the checkpoint's chat template itself
-                raise unsafe_template(chat_template_source(Path(self.context.tokenizer.name_or_path)), e) from None
+            # The library renders the checkpoint's template itself, through the tokenizer's bounded
+            # method (parity.chat_template): a failure there is already one line.
+            self._observed_text[key] = self.observe_text(case)
         return self._observed_text[key]
 
     def template(self, case: Case) -> Template:

@@ -32,6 +32,7 @@ from transformers import Qwen3Config, Qwen3Model
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
 from parity.errors import InputError
+from parity.models.config_check import block_count
 from parity.models.convert import COMFYUI_PREFIX, comfyui_to_diffusers
 from parity.models.dit import TINY_CONFIG as TINY_DIT_CONFIG
 from parity.models.dit import expected_shapes
@@ -141,11 +142,6 @@ def _comfyui_dit_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in comfyui_to_diffusers(meta).items()}
 
 
-def _count(shapes: dict[str, tuple[int, ...]], stack: str) -> int:
-    pattern = re.compile(rf"^{stack}\.(\d+)\.")
-    return len({m.group(1) for k in shapes if (m := pattern.match(k))})
-
-
 def comfyui_dit_config(path: Path) -> dict[str, Any]:
     """The diffusers-format DiT config a ComfyUI DiT file implies, from its tensor shapes.
 
@@ -167,8 +163,8 @@ def comfyui_dit_config(path: Path) -> dict[str, Any]:
         all_f_patch_size=[ff for _, ff in patches],
         in_channels=patch_in // (p * p * f),
         dim=dim,
-        n_layers=_count(shapes, "layers"),
-        n_refiner_layers=_count(shapes, "noise_refiner"),
+        n_layers=block_count(shapes, "layers"),
+        n_refiner_layers=block_count(shapes, "noise_refiner"),
         n_heads=dim // head_dim,
         n_kv_heads=shapes["layers.0.attention.to_k.weight"][0] // head_dim,
         qk_norm=True,
@@ -220,7 +216,7 @@ def comfyui_text_encoder_config(path: Path) -> Qwen3Config:
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=shapes["layers.0.mlp.gate_proj.weight"][0],
-        num_hidden_layers=_count(shapes, "layers"),
+        num_hidden_layers=block_count(shapes, "layers"),
         num_attention_heads=shapes["layers.0.self_attn.q_proj.weight"][0] // head_dim,
         num_key_value_heads=shapes["layers.0.self_attn.k_proj.weight"][0] // head_dim,
         head_dim=head_dim,

@@ -25,6 +25,7 @@ import torch
 from diffusers import ZImageTransformer2DModel
 
 from parity.errors import InputError
+from parity.models.config_check import check_dit_config, read_config
 from parity.models.deterministic import state_dict_sha256, uniform
 from parity.models.safetensors_files import read_tensors, shapes_of, weight_files
 from parity.models.weight_check import check_names, check_shapes
@@ -106,9 +107,25 @@ def _transformer_folder(checkpoint: Path) -> Path:
     return folder
 
 
+def _checked_transformer(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A diffusers `transformer/`'s config and the file holding each tensor, the config checked
+    against the weights' headers (its sizes and layer counts, then every shape it implies) before
+    anything is built from it."""
+    folder = _transformer_folder(checkpoint)
+    path = folder / "config.json"
+    config = read_config(path, "the DiT")
+    files = weight_files(folder, WEIGHTS_FILE)
+    shapes = shapes_of(files)
+    check_dit_config(path, config, shapes)
+    expected = expected_shapes(config)
+    check_names(folder, expected, files, "DiT", "the DiT config")
+    check_shapes(folder, expected, shapes, "DiT")
+    return config, files
+
+
 def load_dit_config(checkpoint: Path | None) -> dict[str, Any]:
-    """The DiT config (diffusers format): the tiny one, `<checkpoint>/transformer/config.json`, or
-    the one a ComfyUI DiT file's shapes imply (`parity.models.checkpoint`)."""
+    """The DiT config (diffusers format): the tiny one, `<checkpoint>/transformer/config.json` (once
+    the weights agree with it), or the one a ComfyUI DiT file's shapes imply (`parity.models.checkpoint`)."""
     if checkpoint is None:
         return tiny_dit_config()
     from parity.models import checkpoint as layouts
@@ -116,22 +133,15 @@ def load_dit_config(checkpoint: Path | None) -> dict[str, Any]:
     layout = layouts.detect(checkpoint)
     if layout.kind == "comfyui":
         return layouts.dit_config(layout)
-    path = _transformer_folder(checkpoint) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read the DiT config {path}: {e}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"the DiT config {path} is not a JSON object")
-    return config
+    return _checked_transformer(checkpoint)[0]
 
 
 def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     """The DiT weights in diffusers' layout: the tiny ones, or a checkpoint's, memory-mapped
     (a diffusers `transformer/` or a ComfyUI DiT file: `parity.models.checkpoint`).
 
-    A checkpoint must hold exactly the keys its config implies; missing or unexpected keys are an
-    InputError that names the first few.
+    A checkpoint must hold exactly the keys its config implies, each of the shape it implies; anything
+    else is an InputError that names the first few.
     """
     if checkpoint is None:
         return tiny_dit_state_dict()
@@ -140,14 +150,7 @@ def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     layout = layouts.detect(checkpoint)
     if layout.kind == "comfyui":
         return layouts.dit_state_dict(layout)
-    folder = _transformer_folder(checkpoint)
-    try:
-        expected = expected_shapes(load_dit_config(checkpoint))
-    except (TypeError, ValueError, AssertionError) as e:
-        raise InputError(f"{folder / 'config.json'} is not a Z-Image DiT config: {e}") from None
-    files = weight_files(folder, WEIGHTS_FILE)
-    check_names(folder, expected, files, "DiT", "the DiT config")
-    check_shapes(folder, expected, shapes_of(files), "DiT")
+    _config, files = _checked_transformer(checkpoint)
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
         state.update(read_tensors(path, [name for name, where in files.items() if where == path]))

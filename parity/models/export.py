@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -50,6 +51,10 @@ from parity.models.text_encoder import build_synthetic_text_encoder
 from parity.tokenizer import load_tokenizer
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
+# The sizes save_pretrained takes as text (diffusers and transformers both hand them to
+# huggingface_hub's parse_size_to_int): a number and a decimal unit; it refuses MiB and the like.
+SHARD_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_SHARD_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]{2})\s*")
 # The Flux VAE's config with the widths cut down: four levels keep the pipeline's 8x scale factor;
 # one 4-channel resnet per level in 2 groups is as small as its GroupNorms and mid attention allow.
 TINY_VAE_CONFIG = dict(
@@ -154,12 +159,27 @@ def _class_entry(obj: object) -> list[str]:
     return [type(obj).__module__.split(".")[0], type(obj).__name__]
 
 
+def parse_shard_size(text: str) -> int:
+    """`--max-shard-size` in bytes ("200MB", "1.5gb"), read as save_pretrained reads it; checked before
+    anything is built, where save_pretrained would refuse it only after the models are."""
+    match = _SHARD_SIZE.fullmatch(text)
+    unit = SHARD_SIZE_UNITS.get(match[2].upper()) if match else None
+    size = int(float(match[1]) * unit) if match and unit else 0
+    if size < 1:
+        raise InputError(
+            f"--max-shard-size {text!r}: give a positive number and a unit, KB, MB, GB or TB "
+            "(decimal: 1MB = 1,000,000 bytes), such as 200MB or 1.5GB"
+        )
+    return size
+
+
 def export_diffusers(out_dir: Path, size: str = "tiny", max_shard_size: str | None = None) -> Path:
     """Write a synthetic model as a diffusers Z-Image checkpoint folder; returns `out_dir`.
 
     `max_shard_size` (such as "200MB") shards the transformer and the text encoder.
     """
     out_dir, model = Path(out_dir), _size(size)
+    shard_size = parse_shard_size(max_shard_size) if max_shard_size is not None else None
     with _atomic_folder(out_dir) as staging:
         components = {
             "text_encoder": build_synthetic_text_encoder(Qwen3Config(**model.text_encoder)),
@@ -168,8 +188,8 @@ def export_diffusers(out_dir: Path, size: str = "tiny", max_shard_size: str | No
             "vae": tiny_vae(),
         }
         for name, component in components.items():
-            if max_shard_size is not None and name in ("text_encoder", "transformer"):
-                component.save_pretrained(staging / name, max_shard_size=max_shard_size)
+            if shard_size is not None and name in ("text_encoder", "transformer"):
+                component.save_pretrained(staging / name, max_shard_size=shard_size)
             else:
                 component.save_pretrained(staging / name)
         scheduler = staging / "scheduler"

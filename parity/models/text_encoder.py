@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModel, Qwen3Config, Qwen3Model
 
 from parity.errors import InputError
+from parity.models.config_check import check_text_encoder_config, read_config
 from parity.models.deterministic import state_dict_sha256, uniform
 from parity.models.safetensors_files import shapes_of, weight_files
 from parity.models.weight_check import check_names, check_shapes
@@ -96,16 +98,21 @@ def load_text_encoder(
 
 def _check_weights(folder: Path) -> None:
     """The folder's weight files against its config.json, from the headers: every shard the index
-    names present and readable, every tensor the config implies there with its shape, none extra."""
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read the text encoder config in {folder}: {str(e).strip().splitlines()[0]}") from None
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in AutoModel.from_config(config).state_dict().items()}
+    names present and readable, the config's sizes and layer count (before a model is built from
+    it), then every tensor the config implies there with its shape, none extra."""
+    path = folder / "config.json"
+    written = read_config(path, "the text encoder")
     found = shapes_of(weight_files(folder, WEIGHTS_FILE))
     # A causal-LM checkpoint nests the encoder under `model.` and adds a head the encoder never uses.
     found = {k.removeprefix(LM_PREFIX): v for k, v in found.items() if k != "lm_head.weight"}
+    check_text_encoder_config(path, written, found)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, StrictDataclassError) as e:
+        # transformers' validation errors span lines: the field on one, the reason on the next.
+        raise InputError(f"cannot read the text encoder config {path}: {' '.join(str(e).split())}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AutoModel.from_config(config).state_dict().items()}
     check_names(folder, expected, found, "text-encoder", "the text-encoder config")
     check_shapes(folder, expected, found, "text-encoder")
 

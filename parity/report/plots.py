@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
@@ -27,6 +27,11 @@ from matplotlib.ticker import NullLocator
 from PIL import Image
 
 DPI = 80
+# Log axes span at most 10**-100 to 10**100, and what lies beyond is drawn at their edge: no error
+# parity measures comes near (float32 errors stay within 1e-46..1e39), and matplotlib's log ticks and
+# colour bars fail towards the ends of the float range.
+LOG_DECADES = 100
+LOG_RANGE = (10.0**-LOG_DECADES, 10.0**LOG_DECADES)
 COLORS = 96  # palette size of the PNGs
 PALETTE = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
@@ -77,7 +82,7 @@ def _log_scale(ax: Any, which: str, values: Sequence[float]) -> None:
     finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if not finite:
         return
-    low, high = math.floor(math.log10(min(finite))), math.ceil(math.log10(max(finite)))
+    low, high = _decade(min(finite), math.floor), _decade(max(finite), math.ceil)
     axis = ax.yaxis if which == "y" else ax.xaxis
     # Limits first: bars start at 0, which a log scale set before them would warn about.
     (ax.set_ylim if which == "y" else ax.set_xlim)(10.0**low, 10.0 ** max(high, low + 1))
@@ -85,9 +90,24 @@ def _log_scale(ax: Any, which: str, values: Sequence[float]) -> None:
     axis.set_minor_locator(NullLocator())
 
 
+def _decade(value: float, rounding: Callable[[float], int]) -> int:
+    return max(-LOG_DECADES, min(LOG_DECADES, rounding(math.log10(value))))
+
+
+def _on_log_axis(value: float) -> float:
+    return min(max(value, LOG_RANGE[0]), LOG_RANGE[1])
+
+
+def _linear(values: Sequence[float]) -> np.ndarray:
+    """Values for a linear axis: those beyond 10**LOG_DECADES either way (a span matplotlib cannot scale
+    an axis to) are not drawn."""
+    array = np.array(values, dtype=float)
+    return np.where(np.abs(array) <= LOG_RANGE[1], array, np.nan)
+
+
 def _positive(values: Sequence[float | None]) -> np.ndarray:
-    """Values for a log axis: zero and missing become NaN (not drawn)."""
-    return np.array([v if v is not None and v > 0 else np.nan for v in values], dtype=float)
+    """Values for a log axis, within LOG_RANGE: zero and missing become NaN (not drawn)."""
+    return np.array([_on_log_axis(v) if v is not None and v > 0 else np.nan for v in values], dtype=float)
 
 
 def _short(name: str, limit: int = 28) -> str:
@@ -112,7 +132,8 @@ def embeddings_figure(entries: list[tuple[str, dict[str, Any]]], adapters: Seque
                 values = np.array([[np.nan if v is None else v for v in row] for row in heat["values"]], dtype=float)
                 positive = values[values > 0]
                 if positive.size:
-                    norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max())
+                    vmax = _on_log_axis(positive.max())
+                    norm = LogNorm(vmin=_on_log_axis(max(positive.min(), vmax * 1e-6)), vmax=vmax)
                     image = heat_ax.imshow(
                         np.where(values > 0, values, np.nan), aspect="auto", interpolation="nearest",
                         cmap="magma", norm=norm,
@@ -136,7 +157,7 @@ def embeddings_figure(entries: list[tuple[str, dict[str, Any]]], adapters: Seque
                            color=color(adapter, adapters))
                 _log_scale(bar_ax, "y", [*y, atol or math.nan])
                 if atol:
-                    bar_ax.axhline(atol, color="k", linestyle="--", linewidth=0.8, label=f"atol {atol:g}")
+                    bar_ax.axhline(_on_log_axis(atol), color="k", linestyle="--", linewidth=0.8, label=f"atol {atol:g}")
                     bar_ax.legend(loc="upper right")
                 bar_ax.set_xlabel("token position" + (f" (max over {step})" if step > 1 else ""))
                 bar_ax.set_ylabel("max abs error")
@@ -157,11 +178,11 @@ def schedule_figure(
     with matplotlib.rc_context(STYLE):
         fig = _figure(9.0, 2.6)
         left, right = fig.subplots(1, 2)
-        ref = np.array(expected, dtype=float)
+        ref = _linear(expected)
         left.plot(np.arange(len(ref)), ref, color="#999", linewidth=4, alpha=0.6, label="reference")
         markers = "os^vD<>px*"
         for n, (adapter, sigmas) in enumerate(obtained):
-            values = np.array(sigmas, dtype=float)
+            values = _linear(sigmas)
             c = color(adapter, adapters)
             left.plot(np.arange(len(values)), values, marker=markers[n % len(markers)], markersize=3,
                       linewidth=1, color=c, label=_short(adapter))
@@ -220,7 +241,7 @@ def denoise_figure(
         ):
             _log_scale(ax, "y", [v for line in ax.get_lines() for v in line.get_ydata()] + [atol or math.nan])
             if atol:
-                ax.axhline(atol, color="k", linestyle=":", linewidth=0.8, label=f"atol {atol:g}")
+                ax.axhline(_on_log_axis(atol), color="k", linestyle=":", linewidth=0.8, label=f"atol {atol:g}")
             ax.set_title(title if any(c for _, _, c in drawn) else f"{title}, {this}")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("max abs error")
@@ -251,7 +272,7 @@ def blocks_figure(entries: list[tuple[str, dict[str, Any]]], adapters: Sequence[
             atol = (detail["blocks"][names[0]].get("tolerance") or {}).get("atol") if names else None
             _log_scale(ax, "x", [*values, atol or math.nan])
             if atol:
-                ax.axvline(atol, color="k", linestyle="--", linewidth=0.8)
+                ax.axvline(_on_log_axis(atol), color="k", linestyle="--", linewidth=0.8)
             first = detail.get("first_divergent_block")
             ax.set_title(f"{_short(adapter)}, step {detail.get('blocks_step')}: " + (first or "all within"))
             ax.set_xlabel("max abs error (teacher-forced)")
