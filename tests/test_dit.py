@@ -22,7 +22,9 @@ from diffusers import ZImageTransformer2DModel
 from hypothesis import given, settings
 from safetensors.torch import save_file
 
-from implementations.zimage.dit import COMFYUI, DIFFSYNTH, DIFFUSERS, DiTConfig, DiTVariant, ZImageDiT
+from implementations.comfyui_style.dit_variant import COMFYUI
+from implementations.diffsynth_style.dit_variant import DIFFSYNTH
+from implementations.zimage.dit import DIFFUSERS, DiTConfig, DiTVariant, ZImageDiT
 from implementations.zimage.dit_capture import capture_blocks
 from parity.compare import first_non_finite
 from parity.errors import InputError

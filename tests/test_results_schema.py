@@ -31,8 +31,18 @@ from parity.errors import InputError
 from parity.merge_shards import merge_shards
 from parity.outputs import StageOutputs, decode, encode
 from parity.report.html import render_html
-from parity.results_file import RESULTS_FORMAT, STATUSES, check_results, read_results, results_json
-from parity.runner import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED, CrossCheck, RunResult, StageResult
+from parity.results import (
+    DECLARED,
+    MATCH,
+    STALE,
+    STATUSES,
+    UNEXPECTED,
+    UNSUPPORTED,
+    CrossCheck,
+    RunResult,
+    StageResult,
+)
+from parity.results_file import RESULTS_FORMAT, check_results, read_results, results_json
 from parity.shard import Shard
 from parity.stages import STAGES, Denoise, Embeddings, Schedule, Template, Tokens
 

@@ -7,7 +7,8 @@ import pytest
 from parity.adapter import registered_adapters
 from parity.expectations import Expectations, load_expectations
 from parity.fixtures import FixtureStore
-from parity.runner import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED, Runner
+from parity.results import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED
+from parity.runner import Runner
 from parity.stages import TEXT_STAGES
 
 ROOT = Path(__file__).parents[1]

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from implementations.comfyui_style.adapter import ComfyUIStyleAdapter
 from implementations.diffsynth_style.adapter import DiffSynthFp32TimeAdapter, DiffSynthStyleAdapter
+from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.diffusers_live.adapter import DiffusersAdapter
-from implementations.zimage.dit import DIFFSYNTH
 from parity.adapter import registered_adapters
 from parity.cases import load_case_file
 from parity.checks import check_denoise
@@ -42,7 +42,8 @@ from parity.fixtures import FixtureStore
 from parity.models.dit import WEIGHTS_FILE, load_dit_state_dict, tiny_dit_state_dict
 from parity.models.export import export_diffusers, tiny_transformer
 from parity.noise import shared_noise
-from parity.runner import DECLARED, MATCH, UNEXPECTED, UNSUPPORTED, Runner
+from parity.results import DECLARED, MATCH, UNEXPECTED, UNSUPPORTED
+from parity.runner import Runner
 from parity.stages import STAGES, Denoise, DenoiseInputs
 from parity.tolerances import tolerance_for
 

@@ -16,9 +16,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from hypothesis import given
 from hypothesis import strategies as st
 
+from implementations.comfyui_style.schedule import SCHEDULERS, comfyui_schedule
 from implementations.diffsynth_style.schedule import diffsynth_schedule
 from implementations.diffusers_live.schedule import diffusers_schedule
-from implementations.zimage.comfy_schedule import SCHEDULERS, comfyui_schedule
 from parity.errors import InputError
 from parity.stages import Schedule
 

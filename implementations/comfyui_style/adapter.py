@@ -17,7 +17,8 @@ What ComfyUI does differently from diffusers and DiffSynth, top to bottom:
 - `hidden_states[-2]` with that mask (ComfyUI: `layer_idx=-2`, no final norm); the whole sequence
   and its mask are handed on and nothing is removed (the DiT receives the mask only if it has zeros).
 
-Sampling is ComfyUI's KSampler (euler, simple) on its own DiT layout: `zimage/comfy_sampling.py`.
+The encode path is `text.py`. Sampling is ComfyUI's KSampler (euler, simple) on its own DiT layout:
+`schedule.py`, `sampler.py`, `dit_variant.py`.
 
 ComfyUI bundles its own Qwen vocabulary and config (`comfy/text_encoders/qwen25_tokenizer/`) rather
 than a checkpoint's `tokenizer/`; since 2025-12-01 it matches Qwen3's, so the shared tokenizer
@@ -35,9 +36,9 @@ from typing import ClassVar
 from transformers import PreTrainedTokenizerBase
 
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
-from implementations.zimage import comfy_text
-from implementations.zimage.comfy_sampling import ComfySampler
-from implementations.zimage.comfy_schedule import comfyui_schedule
+from implementations.comfyui_style.sampler import ComfySampler
+from implementations.comfyui_style.schedule import comfyui_schedule
+from implementations.comfyui_style.text import tokenize
 from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
 from parity.adapter import Adapter, Unsupported
 from parity.cases import Case
@@ -79,7 +80,7 @@ class ComfyUIStyleAdapter(ComfySampler, Adapter):
         return Template(TEMPLATE.format(case.user_text))
 
     def tokens(self, case: Case, template: Template) -> Tokens:
-        return comfy_text.tokenize(self.tokenizer, template.text)
+        return tokenize(self.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         return unfiltered(penultimate_hidden(self.context.text_encoder, tokens), tokens)

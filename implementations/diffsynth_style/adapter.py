@@ -25,10 +25,11 @@ from typing import ClassVar
 
 import torch
 
+from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.diffsynth_style.sampler import diffsynth_noise, diffsynth_sample
 from implementations.diffsynth_style.schedule import diffsynth_schedule
 from implementations.zimage.chat import render_chat, tokenize_padded
-from implementations.zimage.dit import DIFFSYNTH, DiTVariant
+from implementations.zimage.dit import DiTVariant
 from implementations.zimage.dit_instances import shared_dit
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
 from parity.adapter import Adapter, Unsupported

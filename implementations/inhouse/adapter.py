@@ -9,10 +9,10 @@ What it does differently from the references (diffusers / DiffSynth), top to bot
   string sent as is, LoRA trigger words prepended to the user prompt, a key-quote filter for JSON
   prompts, Markdown prompt templates, and multi-turn conversations. Its simple encoder writes
   different bytes from its full one (`workflow.py`, `prompt.py`, `conversation.py`).
-- Tokens. The string goes through ComfyUI's encode path (`zimage/comfy_text.py`): `\\(` unescaped,
+- Tokens. The string goes through ComfyUI's encode path (`comfyui_style/text.py`): `\\(` unescaped,
   ` embedding:` references split out, no padding, no truncation at 512.
 - Sampling. The pack adds no sampler: its conditioning goes into ComfyUI's KSampler
-  (`zimage/comfy_sampling.py`), so from the schedule on it is stock ComfyUI.
+  (`comfyui_style/sampler.py`), so from the schedule on it is stock ComfyUI.
 - Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
   masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
   prompt, this changes no numbers, only the hand-off.
@@ -23,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+# The pack runs on ComfyUI: its encode path and sampler are ComfyUI's.
+from implementations.comfyui_style import text as comfyui_text
+from implementations.comfyui_style.sampler import ComfySampler
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
-from implementations.zimage import comfy_text
-from implementations.zimage.comfy_sampling import ComfySampler
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
 from parity.adapter import Adapter
 from parity.cases import Case
@@ -51,7 +52,7 @@ class InHouseAdapter(ComfySampler, Adapter):
         return Template(render_case(case, self._template_for(case)))
 
     def tokens(self, case: Case, template: Template) -> Tokens:
-        return comfy_text.tokenize(self.context.tokenizer, template.text)
+        return comfyui_text.tokenize(self.context.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
         hidden = penultimate_hidden(self.context.text_encoder, tokens)

@@ -3,6 +3,8 @@
 diffusers and DiffSynth both render one user turn with the tokenizer's own chat template and
 `enable_thinking=True` (which, in the official Qwen3 template, adds no think block), then pad on the
 right to 512 tokens and truncate there, so an over-long prompt loses its closing template tokens.
+Shared by `diffsynth_style` and `qwen3_chat` (which feeds chat-shaped cases through the same path);
+the live adapters run their library's own.
 """
 
 from __future__ import annotations

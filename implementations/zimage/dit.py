@@ -81,9 +81,8 @@ class DiTVariant:
     time_embedder_bf16: bool = False
 
 
+# diffusers' layout is the default; every other implementation's variant lives in its adapter's folder.
 DIFFUSERS = DiTVariant()
-DIFFSYNTH = DiTVariant(time_embedder_bf16=True)
-COMFYUI = DiTVariant(joint_order="caption_image", rope="rotation", fused_qkv=True, qk_norm_eps=None, norm_cast="fp32")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""DiT modules over the run's one shared copy of the weights."""
+"""DiT modules over the run's one shared copy of the weights.
+
+Shared by the re-implemented samplers, `comfyui_style` (and `inhouse` through it) and
+`diffsynth_style`; the live adapters build their library's own DiT over the same tensors.
+"""
 
 from __future__ import annotations
 

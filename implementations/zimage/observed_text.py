@@ -3,7 +3,8 @@
 diffusers' `encode_prompt` and DiffSynth's prompt unit both do all three at once, so the harness
 runs that call once per prompt and observes it: the template it rendered, the ids and mask its text
 encoder received (a forward pre-hook), the rows it returned. Such a call cannot be handed another
-implementation's template or tokens; fed any, it says so instead of pretending.
+implementation's template or tokens; fed any, it says so instead of pretending. Shared by the two
+live adapters, `diffusers` and `diffsynth_live`.
 """
 
 from __future__ import annotations

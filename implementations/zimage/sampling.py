@@ -4,8 +4,9 @@ All three samplers integrate the same ODE, `x_next = x + (sigma_next - sigma) * 
 same sigmas. They differ in how v is produced (the DiT's output negated, guidance formula, which
 passes run) and in arithmetic: the dtype the latent is kept in and how the step is written. Each
 re-implemented adapter supplies those as a `predict` function and a `step` function; the loop,
-per-step capture, per-block capture and teacher forcing live here once. (The live diffusers
-adapter runs the installed pipeline's own loop instead.)
+per-step capture, per-block capture and teacher forcing live here once: `comfyui_style` (and
+`inhouse`, which samples with it) and `diffsynth_style` share it. (The live adapters run the
+installed pipeline's own loop instead.)
 """
 
 from __future__ import annotations

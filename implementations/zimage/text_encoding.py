@@ -2,6 +2,7 @@
 
 `hidden_states[-2]` is the output of the second-to-last decoder layer, before the final norm.
 What differs between implementations is what they feed in (padding, mask) and what they keep.
+Every re-implemented adapter calls it; the live adapters run their library's own call.
 """
 
 from __future__ import annotations

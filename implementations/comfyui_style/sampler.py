@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from implementations.zimage.comfy_schedule import comfyui_schedule
-from implementations.zimage.dit import COMFYUI
+from implementations.comfyui_style.dit_variant import COMFYUI
+from implementations.comfyui_style.schedule import comfyui_schedule
 from implementations.zimage.dit_instances import shared_dit
 from implementations.zimage.sampling import BlockRecorder, euler_loop
 from parity.cases import Case
