@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from parity.errors import InputError
+from parity.errors import InputError, shown
 from parity.files import read_toml
-from parity.paths import check_case_id, shown
+from parity.paths import check_case_id
 from parity.stages import STAGES
 
 ENCODERS = ("full", "simple", "turns")

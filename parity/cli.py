@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from parity.default_paths import DEFAULT_FIXTURES, DEFAULT_RESULTS
-from parity.errors import InputError
+from parity.errors import InputError, first_line
 
 INTERNAL_ERROR = 3
 DEBUG_VARIABLE = "PARITY_DEBUG"
@@ -171,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # anything else is the tool failing: its own status, so CI never reads it as a divergence
         if args.debug or os.environ.get(DEBUG_VARIABLE):
             traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        detail = f": {one_line(first_line(e))}" if str(e).strip() else ""
         print(
-            f"parity: internal error: {type(e).__name__}" + (f": {one_line(first)}" if first else "")
+            f"parity: internal error: {type(e).__name__}{detail}"
             + f" (a failure of parity itself, not a divergence; rerun with `parity --debug {args.command} ...` "
             f"or {DEBUG_VARIABLE}=1 for the traceback)",
             file=sys.stderr,

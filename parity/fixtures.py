@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from parity.cases import Case
-from parity.errors import InputError
+from parity.errors import InputError, shown
 from parity.outputs import StageOutputs, atomic_write_bytes, decode, encode
-from parity.paths import inside, is_case_id, shown
+from parity.paths import inside, is_case_id
 from parity.regen_journal import Journal
 
 MANIFEST_FORMAT = 1

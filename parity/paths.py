@@ -14,22 +14,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from parity.errors import InputError
+from parity.errors import InputError, shown
 
 CASE_ID_RULE = (
     "1 to 64 characters of a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit"
 )
 _CASE_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
-# How much of a refused id an error repeats: enough to find it, never a screenful.
-_SHOWN = 40
-
-
-def shown(text: str) -> str:
-    """`text` as one printable line: control characters escaped, long text cut."""
-    quoted = repr(text[:_SHOWN])
-    return quoted + (f"… ({len(text)} characters)" if len(text) > _SHOWN else "")
-
-
 def is_case_id(text: str) -> bool:
     return _CASE_ID.fullmatch(text) is not None
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from parity.errors import InputError
+from parity.errors import SHOWN_CHARS, InputError, shown
 from parity.fixtures import FixtureStore
 from parity.outputs import atomic_write_bytes, json_kind
 from parity.paths import CASE_ID_RULE, is_case_id
@@ -27,7 +27,6 @@ RESULTS_FORMAT = 1
 # Far deeper than anything parity writes (about 8 levels), and far enough below the interpreter's
 # recursion limit that the report's own JSON dumps of free-form values cannot reach it.
 MAX_DEPTH = 100
-SHOWN = 60  # characters of a value (or key) a message quotes
 
 
 def results_json(results: list[RunResult]) -> dict[str, Any]:
@@ -66,7 +65,7 @@ def check_results(data: Any, source: str) -> None:
         raise InputError(f"{source}: not a results file of format {RESULTS_FORMAT} (no 'format' key); "
                          "write it again with `parity run --json`")
     if type(data["format"]) is not int or data["format"] != RESULTS_FORMAT:
-        raise InputError(f"{source}: results format {_shown(data['format'])}, not {RESULTS_FORMAT}: written by "
+        raise InputError(f"{source}: results format {shown(data['format'])}, not {RESULTS_FORMAT}: written by "
                          "another version of parity; run it again with this one")
     unwritable = _unwritable_value(data)
     if unwritable is not None:
@@ -92,15 +91,10 @@ def _at(where: str, key: str | int) -> str:
     """The JSON path of `key` inside `where`: results[3].status, fixtures['short/diffusers']."""
     if isinstance(key, int):
         return f"{where}[{key}]"
-    if _NAME.fullmatch(key) and len(key) <= SHOWN:
+    if _NAME.fullmatch(key) and len(key) <= SHOWN_CHARS:
         return f"{where}.{key}" if where else key
-    return f"{where}[{_shown(key)}]"
+    return f"{where}[{shown(key)}]"
 
-
-def _shown(value: Any) -> str:
-    """`value` as a message shows it: its repr (one line), cut short."""
-    text = repr(value)
-    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
 
 
 def _unwritable_value(data: Any) -> tuple[str, str] | None:
@@ -117,7 +111,7 @@ def _unwritable_value(data: Any) -> tuple[str, str] | None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not _utf8(key):
-                    return _path(trail), f"key {_shown(key)} is not valid Unicode (a lone surrogate)"
+                    return _path(trail), f"key {shown(key)} is not valid Unicode (a lone surrogate)"
                 stack.append((item, depth + 1, (trail, key)))
         elif isinstance(value, list):
             stack.extend((item, depth + 1, (trail, i)) for i, item in enumerate(value))
@@ -204,7 +198,7 @@ def _one_of(names: tuple[str, ...], what: str) -> Check:
     def check(value: Any, where: str) -> None:
         STRING(value, where)
         if value not in names:
-            raise _Malformed(where, f"unknown {what} {_shown(value)}, not one of {', '.join(names)}")
+            raise _Malformed(where, f"unknown {what} {shown(value)}, not one of {', '.join(names)}")
 
     return check
 
@@ -231,7 +225,7 @@ def _record(
             if rule is not None:
                 rule(item, _at(where, key))
             elif closed:
-                raise _Malformed(where, f"unknown key {_shown(key)}")
+                raise _Malformed(where, f"unknown key {shown(key)}")
             for needed in requires.get(key, ()):
                 if needed not in value:
                     raise _Malformed(where, f"missing key {needed!r} (it comes with {key!r})")
@@ -349,12 +343,12 @@ def _of_its_cases(run: dict[str, Any], where: str) -> None:
     cases = run["references"]
     for case in cases:
         if not is_case_id(case):
-            raise _Malformed(_at(where, "references"), f"{_shown(case)} is not a case id ({CASE_ID_RULE})")
+            raise _Malformed(_at(where, "references"), f"{shown(case)} is not a case id ({CASE_ID_RULE})")
     for what in ("results", "cross"):
         for i, entry in enumerate(run[what]):
             if entry["case"] not in cases:
                 raise _Malformed(_at(_at(_at(where, what), i), "case"),
-                                 f"{_shown(entry['case'])} is not a case of this run (not in its references)")
+                                 f"{shown(entry['case'])} is not a case of this run (not in its references)")
     keys = {FixtureStore.key(case, reference) for case, reference in cases.items()}
     for key in run["fixtures"]:
         if key not in keys:

@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from parity.chat_template import guard
-from parity.errors import InputError
+from parity.errors import InputError, first_line
 
 # Bump when the build below changes in a way that changes the saved tokenizer.
 RECIPE_VERSION = 1
@@ -263,8 +263,7 @@ def load_tokenizer(checkpoint: Path | None = None, cache_dir: Path | None = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"checkpoint {checkpoint}: cannot load tokenizer/: {first_line}") from None
+        raise InputError(f"checkpoint {checkpoint}: cannot load tokenizer/: {first_line(e)}") from None
     guard(tokenizer, folder)
     return tokenizer
 

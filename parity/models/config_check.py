@@ -21,9 +21,7 @@ from typing import Any
 
 from diffusers import ZImageTransformer2DModel
 
-from parity.errors import InputError
-
-SHOWN_CHARS = 40
+from parity.errors import InputError, shown
 
 # What `ZImageTransformer2DModel` is built from, with the defaults it applies to what a config omits.
 DIT_DEFAULTS: dict[str, Any] = {
@@ -63,10 +61,6 @@ def block_count(shapes: Mapping[str, tuple[int, ...]], stack: str) -> int:
     return len({m.group(1) for name in shapes if (m := pattern.match(name))})
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
-
 
 def _is_positive_int(value: Any) -> bool:
     # JSON true is a Python int; a size is never a boolean.
@@ -76,21 +70,21 @@ def _is_positive_int(value: Any) -> bool:
 def _positive_int(path: Path, values: Mapping[str, Any], key: str) -> int:
     value = values[key]
     if not _is_positive_int(value):
-        raise InputError(f"{path}: {key} must be a positive integer, not {_shown(value)}")
+        raise InputError(f"{path}: {key} must be a positive integer, not {shown(value)}")
     return value
 
 
 def _positive_ints(path: Path, values: Mapping[str, Any], key: str) -> list[int]:
     value = values[key]
     if not isinstance(value, list | tuple) or not value or not all(_is_positive_int(v) for v in value):
-        raise InputError(f"{path}: {key} must be a list of positive integers, not {_shown(value)}")
+        raise InputError(f"{path}: {key} must be a list of positive integers, not {shown(value)}")
     return list(value)
 
 
 def _check_positive_number(path: Path, values: Mapping[str, Any], key: str) -> None:
     value = values[key]
     if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{path}: {key} must be a positive number, not {_shown(value)}")
+        raise InputError(f"{path}: {key} must be a positive number, not {shown(value)}")
 
 
 def _check_count(path: Path, key: str, declared: int, shapes: Mapping[str, tuple[int, ...]], stack: str) -> None:
@@ -110,7 +104,7 @@ def check_dit_config(path: Path, config: Mapping[str, Any], shapes: Mapping[str,
     for key in DIT_NUMBERS:
         _check_positive_number(path, values, key)
     if type(values["qk_norm"]) is not bool:
-        raise InputError(f"{path}: qk_norm must be true or false, not {_shown(values['qk_norm'])}")
+        raise InputError(f"{path}: qk_norm must be true or false, not {shown(values['qk_norm'])}")
     for first, second in (("all_patch_size", "all_f_patch_size"), ("axes_dims", "axes_lens")):
         if len(lists[first]) != len(lists[second]):
             raise InputError(f"{path}: {first} {lists[first]} and {second} {lists[second]} differ in length")

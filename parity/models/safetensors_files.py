@@ -12,12 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from parity.errors import InputError
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+from parity.errors import InputError, first_line
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -27,7 +22,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             names = f.keys()
             return {k: tuple(f.get_slice(k).get_shape()) for k in names}
     except (OSError, SafetensorError) as e:
-        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
+        raise InputError(f"cannot read {path}: {first_line(e)}") from None
 
 
 def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -36,7 +31,7 @@ def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, torch.
         with safe_open(path, framework="pt") as f:
             return {k: f.get_tensor(k) for k in (f.keys() if names is None else names)}
     except (OSError, SafetensorError) as e:
-        raise InputError(f"cannot read {path}: {_one_line(e)}") from None
+        raise InputError(f"cannot read {path}: {first_line(e)}") from None
 
 
 def weight_files(folder: Path, single: str) -> dict[str, Path]:
@@ -48,7 +43,7 @@ def weight_files(folder: Path, single: str) -> dict[str, Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             files = {str(name): folder / str(shard) for name, shard in weight_map.items()}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise InputError(f"cannot read the shard index {index}: {_one_line(e)}") from None
+            raise InputError(f"cannot read the shard index {index}: {first_line(e)}") from None
         for shard in sorted(set(files.values())):
             if not shard.is_file():
                 raise InputError(f"{index} names the shard {shard.name}, which is missing from {folder}")

@@ -21,7 +21,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModel, Qwen3Config, Qwen3Model
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
-from parity.errors import InputError
+from parity.errors import InputError, first_line
 from parity.models.checkpoint import comfyui_file, detect
 from parity.models.config_check import block_count, check_text_encoder_config, read_config
 from parity.models.deterministic import state_dict_sha256, uniform
@@ -160,7 +160,7 @@ def load_text_encoder(
     try:
         model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"cannot load the text encoder in {folder}: {str(e).strip().splitlines()[0]}") from None
+        raise InputError(f"cannot load the text encoder in {folder}: {first_line(e)}") from None
     return model.to(device).eval()
 
 
