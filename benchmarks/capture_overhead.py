@@ -19,10 +19,10 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
 from implementations.diffusers_live.adapter import DiffusersAdapter
-from parity.cases import Case
-from parity.context import Context
-from parity.noise import shared_noise
-from parity.stages import DenoiseInputs
+from parity.core.noise import shared_noise
+from parity.models.context import Context
+from parity.stages.denoise import DenoiseInputs
+from parity.suite.cases import Case
 
 TARGET = 1.10
 

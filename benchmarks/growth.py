@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.adapter import Unsupported, select_adapters
-from parity.cases import Case
-from parity.context import Context
-from parity.execute import before_denoise, execute
+from parity.models.context import Context
+from parity.run.execute import execute, without
+from parity.suite.adapter import Unsupported, select_adapters
+from parity.suite.cases import Case
 
 STEPS = (1, 2, 4, 8)
 SIDES = (128, 256, 512, 768)
@@ -44,7 +44,7 @@ def denoise_seconds(adapters: dict, case: Case, repeats: int) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         for name, done in encoded.items():
-            execute(adapters[name], case, "denoise", resume=before_denoise(done))
+            execute(adapters[name], case, "denoise", resume=without(done, "denoise"))
         times.append(time.perf_counter() - start)
     return min(times)
 

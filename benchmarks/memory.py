@@ -1,7 +1,7 @@
 """Peak memory of one adapter against all of them, on a mid-size synthetic checkpoint.
 
 A naive harness loads the weights once per implementation and pays about K times one
-implementation's memory; this one shares one copy (`parity.context`), so all adapters should cost
+implementation's memory; this one shares one copy (`parity.models.context`), so all adapters should cost
 little more than one. The checkpoint is `parity export --size mid` (1.3 GiB of float32 weights,
 sharded), written once into the work folder and reused. Its golden fixtures are recorded there by
 `parity fixtures regen`, then `parity run` runs in a fresh process per measurement, once with the
@@ -84,7 +84,7 @@ def measure(work: Path, layout: str, one: str = "diffusers") -> dict:
     alone, alone_s = peak_rss(parity(*run, "--adapters", one))
     print("peak RSS: every default adapter", file=sys.stderr)
     every, every_s = peak_rss(parity(*run))
-    from parity.adapter import select_adapters
+    from parity.suite.adapter import select_adapters
 
     adapters = sorted(select_adapters(None))
     return {

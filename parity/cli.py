@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from parity.default_paths import DEFAULT_FIXTURES, DEFAULT_RESULTS
-from parity.errors import InputError, first_line
+from parity.core.default_paths import DEFAULT_FIXTURES, DEFAULT_RESULTS
+from parity.core.errors import InputError, first_line
 
 INTERNAL_ERROR = 3
 DEBUG_VARIABLE = "PARITY_DEBUG"

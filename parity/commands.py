@@ -10,21 +10,21 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from parity.adapter import Unsupported, registered_adapters, unavailable_adapters
-from parity.cases import load_case_file, load_cases, parse_case
-from parity.context import Context, check_device
-from parity.default_paths import DEFAULT_RESULTS
-from parity.errors import InputError
-from parity.fixtures import FixtureStore
-from parity.merge_shards import merge_shards
-from parity.outputs import refuse_to_replace
-from parity.regen import check_drift, reference_runs, regenerate
-from parity.regen_journal import regen_lock
-from parity.results import RunResult
-from parity.results_file import read_results, results_json, write_results
-from parity.shard import parse_shard
+from parity.core.default_paths import DEFAULT_RESULTS
+from parity.core.errors import InputError
+from parity.core.files import refuse_to_replace
+from parity.golden.journal import regen_lock
+from parity.golden.store import FixtureStore
+from parity.models.context import Context, check_device
+from parity.run.merge import merge_shards
+from parity.run.plan import Options, RunPlan, Suite, groups, run_order
+from parity.run.regen import check_drift, reference_runs, regenerate
+from parity.run.results import RunResult
+from parity.run.results_file import read_results, results_json, write_results
+from parity.run.shard import parse_shard
 from parity.stages import STAGES
-from parity.suite import Options, RunPlan, Suite, groups, run_order
+from parity.suite.adapter import Unsupported, registered_adapters, unavailable_adapters
+from parity.suite.cases import load_case_file, load_cases, parse_case
 
 
 def print_json(data: object) -> None:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     )
     mine = shard.select(cases) if shard is not None else cases
     if args.jobs > 1 and mine:
-        from parity.parallel import run_parallel
+        from parity.run.parallel import run_parallel
 
         results = run_parallel(plan, mine, args.jobs)
     else:
@@ -281,7 +281,7 @@ def _check(store: FixtureStore, cases) -> int:
 
 
 def tables(args: argparse.Namespace) -> int:
-    from parity.analysis.command import tables_command
+    from parity.analysis.tables_command import tables_command
 
     check_device(args.device)
     return tables_command(args)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.cases import load_cases
-from parity.context import Context
+from parity.models.context import Context
+from parity.suite.cases import load_cases
 
 ROOT = Path(__file__).parents[1]
 

@@ -1,5 +1,8 @@
 """Rules of the code's structure that a change could break without any behaviour test noticing:
-no import cycles inside the project, and a harness (parity/) that knows no implementation by name."""
+no import cycles inside the project, a harness (parity/) that knows no implementation by name, no
+module over 400 lines, and a harness that iterates the stage registry instead of naming stages.
+Every import counts, type-only ones included: the graph is the one a reader follows.
+"""
 
 from __future__ import annotations
 
@@ -80,3 +83,44 @@ def test_the_harness_imports_no_implementation():
     graph = imports()
     named = {m: sorted(i for i in graph[m] if i.startswith("implementations")) for m in graph if m.startswith("parity")}
     assert {m: i for m, i in named.items() if i} == {}
+
+
+def test_no_module_is_over_400_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}
+
+
+def stage_comparisons(source: str) -> list[int]:
+    """The lines of `source` that compare something with a stage's name."""
+    from parity.stages import STAGES
+
+    def names_a_stage(node: ast.AST) -> bool:
+        operands = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+        return any(isinstance(o, ast.Constant) and o.value in STAGES for o in operands)
+
+    return [n.lineno for n in ast.walk(ast.parse(source)) if names_a_stage(n)]
+
+
+def test_a_stage_comparison_is_found():
+    assert stage_comparisons('x = "denoise"\nif stage == "denoise":\n    pass\nok = "tokens" in wanted\n') == [2, 4]
+
+
+def test_only_the_stage_modules_tell_stages_apart():
+    """Outside parity/stages/ (and the analysis probes, which observe particular stages on purpose),
+    the harness goes through the registry: a comparison with a stage's name (`stage == "denoise"`,
+    `"denoise" in wanted`) would be a chain that a new stage has to be added to, and that sends a
+    stage nobody added to the wrong branch."""
+    found = {}
+    for path in (ROOT / "parity").rglob("*.py"):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith(("parity/stages/", "parity/analysis/")):
+            continue
+        lines = stage_comparisons(path.read_text(encoding="utf-8"))
+        if lines:
+            found[relative] = lines
+    assert found == {}

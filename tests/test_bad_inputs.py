@@ -31,10 +31,10 @@ import torch
 from safetensors.torch import load, load_file, save, save_file
 
 from implementations.inhouse.adapter import InHouseAdapter
-from parity import tokenizer as tokenizer_module
 from parity.cli import main
 from parity.commands import MAX_TOKENIZE_BYTES
-from parity.errors import InputError
+from parity.core import tokenizer as tokenizer_module
+from parity.core.errors import InputError
 from parity.models.export import export_diffusers
 
 ROOT = Path(__file__).parents[1]
@@ -521,7 +521,7 @@ def fixture_input_ids_float(ws: Workspace) -> Expect:
     return edited_fixture_tensors(ws, edit, "tokens.input_ids", "int64", "float64")
 
 
-# A checkpoint's chat template renders for at most 5 s (parity.chat_template.RENDER_SECONDS); the
+# A checkpoint's chat template renders for at most 5 s (parity.core.chat_template.RENDER_SECONDS); the
 # rest of these rows' budget is start-up on a busy 2-core machine.
 TEMPLATE_BOUND_WITHIN_S = 20.0
 # Three nested loops of the sandbox's largest range: 10**15 iterations, years of rendering.

@@ -1,4 +1,4 @@
-"""Case ids become folder names, so they are held to a file-name rule (parity/paths.py).
+"""Case ids become folder names, so they are held to a file-name rule (parity/core/paths.py).
 
 The property: whatever id a case file carries, it is either refused at load with one printable
 line naming the file, or its fixtures round-trip through the regen's writer and the check, and no
@@ -19,12 +19,14 @@ from cli_run import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parity.cases import load_case_file
-from parity.errors import InputError
-from parity.fixtures import FixtureStore
-from parity.outputs import StageOutputs, write_outputs
-from parity.paths import CASE_ID_RULE, inside
-from parity.stages import Embeddings, Template, Tokens
+from parity.core.errors import InputError
+from parity.core.paths import CASE_ID_RULE, inside
+from parity.golden.store import FixtureStore
+from parity.stages.embeddings import Embeddings
+from parity.stages.outputs import StageOutputs, write_outputs
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.cases import load_case_file
 
 ROOT = Path(__file__).parents[1]
 HOSTILE = [
@@ -35,7 +37,7 @@ HOSTILE = [
 
 def outputs() -> StageOutputs:
     rows = Embeddings(torch.arange(8, dtype=torch.float32).reshape(2, 4), torch.ones(2, dtype=torch.bool))
-    return StageOutputs(Template("t"), Tokens([1, 2], [1, 1]), rows)
+    return StageOutputs(template=Template("t"), tokens=Tokens([1, 2], [1, 1]), embeddings=rows)
 
 
 def files_under(folder: Path) -> set[Path]:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.cases import load_case_file, load_cases
-from parity.errors import InputError
+from parity.core.errors import InputError
+from parity.suite.cases import load_case_file, load_cases
 
 SUITE = Path(__file__).parents[1] / "fixtures" / "cases"
 
@@ -69,13 +69,13 @@ def test_content_hash_changes_with_inputs_only(tmp_path):
 def test_every_case_field_has_a_declared_type():
     from dataclasses import fields
 
-    from parity.cases import _TYPES, Case
+    from parity.suite.cases import _TYPES, Case
 
     assert set(_TYPES) == {f.name for f in fields(Case)} - {"source"}
 
 
 def test_a_non_utf8_expectations_file_is_one_clear_error(tmp_path):
-    from parity.expectations import load_expectations
+    from parity.golden.expectations import load_expectations
 
     path = tmp_path / "expectations.toml"
     path.write_bytes(b'[[divergence]]\nreason = "\xff"\n')

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from parity import chat_template
-from parity.chat_template import ChatTemplateError, guard
-from parity.tokenizer import load_tokenizer
+from parity.core import chat_template
+from parity.core.chat_template import ChatTemplateError, guard
+from parity.core.tokenizer import load_tokenizer
 
 TRAPPED = "trap"
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from parity.cli import main
-from parity.context import Context
-from parity.models.text_encoder import build_tiny_text_encoder, weights_sha256
+from parity.models.context import Context
+from parity.models.text_encoder_weights import build_tiny_text_encoder, weights_sha256
 
 ROOT = Path(__file__).parents[1]
 

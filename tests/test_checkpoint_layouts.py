@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from parity.cli import main
-from parity.context import Context
-from parity.errors import InputError
+from parity.core.errors import InputError
 from parity.models.checkpoint import detect
-from parity.models.dit import INDEX_FILE, tiny_dit_config, tiny_dit_state_dict
+from parity.models.context import Context
+from parity.models.dit_weights import INDEX_FILE, tiny_dit_config, tiny_dit_state_dict
 from parity.models.export import export_comfyui, export_diffusers
-from parity.models.text_encoder import build_tiny_text_encoder, weights_sha256
+from parity.models.text_encoder_weights import build_tiny_text_encoder, weights_sha256
 
 ROOT = Path(__file__).parents[1]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from parity.analysis.claims import CHECKS, INCONCLUSIVE, Claim, evaluate, load_claims
-from parity.analysis.command import tables_command
-from parity.analysis.lab import Lab
-from parity.errors import InputError
+from parity.analysis.claim_checks import CHECKS
+from parity.analysis.claims import INCONCLUSIVE, Claim, evaluate, load_claims
+from parity.analysis.probe_runner import ProbeRunner
+from parity.analysis.tables_command import tables_command
+from parity.core.errors import InputError
 
 ROOT = Path(__file__).parents[1]
 LEDGER = ROOT / "fixtures" / "claims.toml"
@@ -45,17 +46,17 @@ REFERENCE = {
 
 
 @pytest.fixture(scope="module")
-def lab() -> Lab:
-    return Lab()
+def lab() -> ProbeRunner:
+    return ProbeRunner()
 
 
 @pytest.fixture(scope="module")
-def claims(lab: Lab) -> list[Claim]:
+def claims(lab: ProbeRunner) -> list[Claim]:
     return load_claims(LEDGER, set(lab.names()))
 
 
 @pytest.fixture(scope="module")
-def results(lab: Lab, claims: list[Claim]):
+def results(lab: ProbeRunner, claims: list[Claim]):
     return {claim.id: evaluate(claim, lab) for claim in claims}
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 from cli_run import Result, bad_input, invoke
 
-from parity.cases import load_case_file, load_cases
-from parity.fixtures import FixtureStore
-from parity.stages import TEXT_STAGES, Template
+from parity.golden.store import FixtureStore
+from parity.stages import TEXT_STAGES
+from parity.stages.template import Template
+from parity.suite.cases import load_case_file, load_cases
 
 ROOT = Path(__file__).parents[1]
 PROMPTS = ROOT / "fixtures" / "cases" / "prompts.toml"

@@ -9,9 +9,9 @@ import torch
 
 from implementations.comfyui_style.adapter import ComfyUILegacyTokenizerAdapter, ComfyUIStyleAdapter
 from implementations.comfyui_style.text import attention_mask, unescape_parentheses
-from parity.adapter import Unsupported
-from parity.cases import Case, Message
-from parity.context import Context
+from parity.models.context import Context
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case, Message
 
 PROMPT_IDS = [151644, 872, 198, 32, 8251, 21127, 151645, 198, 151644, 77091, 198]
 TAIL_IDS = [151645, 198, 151644, 77091, 198]  # <|im_end|>\n<|im_start|>assistant\n

@@ -12,14 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from parity.compare import (
-    MAX_PER_ROW,
-    Tolerance,
-    compare_ids,
-    compare_numeric,
-    compare_text,
-    visible,
-)
+from parity.compare.ids import compare_ids
+from parity.compare.numeric import MAX_PER_ROW, compare_numeric
+from parity.compare.records import common_prefix, common_suffix
+from parity.compare.text import compare_text, visible
+from parity.compare.tolerances import Tolerance
 
 VOCAB = {
     151644: "<|im_start|>",
@@ -409,3 +406,14 @@ def test_visible_shows_whitespace_and_invisible_characters(raw, shown):
 def test_visible_keeps_the_line_structure(text):
     assert visible(text).count("\n") == text.count("\n")
     assert "\n" not in visible(text, newlines=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.lists(st.integers(0, 2), max_size=8), b=st.lists(st.integers(0, 2), max_size=8))
+def test_common_prefix_and_suffix_are_the_longest_that_do_not_overlap(a, b):
+    prefix = common_prefix(a, b)
+    suffix = common_suffix(a, b, prefix)
+    assert a[:prefix] == b[:prefix] and prefix + suffix <= min(len(a), len(b))
+    assert a[len(a) - suffix :] == b[len(b) - suffix :]
+    assert prefix == min(len(a), len(b)) or a[prefix] != b[prefix]
+    assert prefix + suffix == min(len(a), len(b)) or a[-1 - suffix] != b[-1 - suffix]

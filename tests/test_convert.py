@@ -16,7 +16,7 @@ from parity.models.convert import (
     fuse_qkv,
     stacked_rows,
 )
-from parity.models.dit import expected_shapes, tiny_dit_config, tiny_dit_state_dict
+from parity.models.dit_weights import expected_shapes, tiny_dit_config, tiny_dit_state_dict
 
 # The DiT noise floor tolerance justified in tests/test_dit.py (measured: fused qkv is bit-identical).
 ATOL = 1e-5

@@ -15,13 +15,15 @@ import torch
 from implementations.diffsynth_live import library
 from implementations.diffsynth_live.adapter import DiffSynthLiveAdapter
 from implementations.diffsynth_style.adapter import DiffSynthStyleAdapter
-from parity.adapter import Unsupported
-from parity.cases import Case
-from parity.checks import check_denoise
-from parity.context import Context
-from parity.execute import execute
-from parity.noise import shared_noise
-from parity.stages import DenoiseInputs, Schedule, Template, Tokens
+from parity.core.noise import shared_noise
+from parity.models.context import Context
+from parity.run.execute import execute
+from parity.stages.denoise import DENOISE, DenoiseInputs
+from parity.stages.schedule import Schedule
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case
 
 diffsynth = pytest.importorskip("diffsynth", reason="needs the references environment (nox -s references)")
 
@@ -200,5 +202,5 @@ def test_the_reimplementation_matches_the_installed_library_in_bf16(bf16, live_b
         assert ours.template == theirs.template and ours.tokens == theirs.tokens
         assert torch.equal(ours.schedule.sigmas, theirs.schedule.sigmas)
         assert torch.equal(ours.schedule.model_t, theirs.schedule.model_t)
-        check = check_denoise(ours.denoise, theirs.denoise, "bf16")
+        check = DENOISE.check(ours.denoise, theirs.denoise, None, "bf16")
         assert check.passed, check.summary

@@ -3,9 +3,10 @@
 import pytest
 
 from implementations.diffusers_live.adapter import DiffusersAdapter
-from parity.adapter import Unsupported
-from parity.cases import Case
-from parity.stages import Template, Tokens
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case
 
 A_CAT = [151644, 872, 198, 32, 8251, 21127, 151645, 198, 151644, 77091, 198]
 

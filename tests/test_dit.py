@@ -26,9 +26,9 @@ from implementations.comfyui_style.dit_variant import COMFYUI
 from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.zimage.dit import DIFFUSERS, DiTConfig, DiTVariant, ZImageDiT
 from implementations.zimage.dit_capture import capture_blocks
-from parity.compare import first_non_finite
-from parity.errors import InputError
-from parity.models.dit import (
+from parity.compare.numeric import first_non_finite
+from parity.core.errors import InputError
+from parity.models.dit_weights import (
     INDEX_FILE,
     WEIGHTS_FILE,
     load_dit_config,

@@ -8,11 +8,11 @@ from diffusers import ZImagePipeline
 from safetensors.torch import load_file
 
 from implementations.zimage.dit import DiTConfig, ZImageDiT
-from parity.errors import InputError
+from parity.core.errors import InputError
 from parity.models.convert import comfyui_to_diffusers
-from parity.models.dit import tiny_dit_config, tiny_dit_state_dict, weights_sha256
+from parity.models.dit_weights import tiny_dit_config, tiny_dit_state_dict, weights_sha256
 from parity.models.export import SCHEDULER_CONFIG, export_comfyui, export_diffusers
-from parity.models.text_encoder import synthetic_state_dict, tiny_config
+from parity.models.text_encoder_weights import synthetic_state_dict, tiny_config
 
 # The DiT noise floor tolerance justified in tests/test_dit.py.
 ATOL = 1e-5

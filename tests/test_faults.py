@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from cli_run import Result, invoke
 
-from parity.fixtures import FixtureStore
+from parity.golden.store import FixtureStore
 
 ROOT = Path(__file__).parents[1]
 PARITY = Path(sys.executable).with_name("parity")

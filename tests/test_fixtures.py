@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity.cases import Case
-from parity.errors import InputError
-from parity.fixtures import FixtureStore
-from parity.outputs import StageOutputs, atomic_write_bytes
-from parity.stages import Embeddings, Template, Tokens
+from parity.core.errors import InputError
+from parity.core.files import atomic_write_bytes
+from parity.golden.store import FixtureStore
+from parity.stages.embeddings import Embeddings
+from parity.stages.outputs import StageOutputs
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.cases import Case
 
 CASE = Case(id="c", prompt="A cat")
 
@@ -19,7 +22,7 @@ CASE = Case(id="c", prompt="A cat")
 def outputs(scale: float = 1.0) -> StageOutputs:
     hidden = torch.arange(12, dtype=torch.float32).reshape(3, 4) * scale
     embeddings = Embeddings(hidden, torch.ones(3, dtype=torch.bool))
-    return StageOutputs(Template("t"), Tokens([1, 2, 3], [1, 1, 1]), embeddings)
+    return StageOutputs(template=Template("t"), tokens=Tokens([1, 2, 3], [1, 1, 1]), embeddings=embeddings)
 
 
 def stored(root: Path, out: StageOutputs | None = None) -> FixtureStore:

@@ -28,11 +28,11 @@ from implementations.inhouse.templates import (
     select_template,
 )
 from implementations.inhouse.workflow import render_case
-from parity.adapter import Unsupported
-from parity.cases import Case, Message
-from parity.context import Context
-from parity.errors import InputError
-from parity.stages import Template
+from parity.core.errors import InputError
+from parity.models.context import Context
+from parity.stages.template import Template
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case, Message
 
 # ZIMAGE_REFERENCE.md §0: the reference string for "A cat sleeping".
 REFERENCE = "<|im_start|>user\nA cat sleeping<|im_end|>\n<|im_start|>assistant\n"
@@ -502,7 +502,7 @@ def test_adapter_uses_shipped_templates(adapter: InHouseAdapter):
 
 @pytest.fixture(scope="module")
 def reference_tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    tokenizer_module = pytest.importorskip("parity.tokenizer")
+    tokenizer_module = pytest.importorskip("parity.core.tokenizer")
     try:
         return tokenizer_module.load_tokenizer(cache_dir=tmp_path_factory.mktemp("tokenizer"))
     except InputError as e:

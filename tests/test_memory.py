@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from parity import memory
-from parity.adapter import registered_adapters
-from parity.context import Context
-from parity.expectations import load_expectations
-from parity.fixtures import FixtureStore
-from parity.runner import Runner
+from parity.core import memory
+from parity.golden.expectations import load_expectations
+from parity.golden.store import FixtureStore
+from parity.models.context import Context
+from parity.run.judge import Runner
 from parity.stages import STAGES
+from parity.suite.adapter import registered_adapters
 
 ROOT = Path(__file__).parents[1]
 ADAPTERS = ("diffusers", "diffsynth_style", "comfyui_style", "inhouse", "qwen3_chat")
@@ -86,7 +86,7 @@ def test_available_bytes_reads_this_machine():
 @pytest.mark.parametrize("name", ["diffsynth_style", "comfyui_style", "inhouse"])
 def test_stages_build_no_autograd_graph(suite_cases, name):
     """A graph would keep what a backward needs, e.g. every layer's fused qkv weight: a second copy."""
-    from parity.execute import execute
+    from parity.run.execute import execute
 
     adapter = registered_adapters()[name](Context())
     outputs, _ = execute(adapter, suite_cases["turbo"], "denoise")
@@ -97,8 +97,8 @@ def test_stages_build_no_autograd_graph(suite_cases, name):
 def test_both_modes_never_hold_the_encoder_beside_the_dit(cases, monkeypatch):
     """`--with-forced` runs the forced mode's text stages after the free mode's DiT stages: a context
     whose encoder made way for the DiT is replaced rather than loading the encoder beside the DiT."""
-    from parity import suite
-    from parity.suite import Options, RunPlan, Suite
+    from parity.run import plan as suite
+    from parity.run.plan import Options, RunPlan, Suite
 
     both_at_once: list[str] = []
 

@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity.cases import Case, load_cases
 from parity.cli import main
-from parity.expectations import Expectations
-from parity.fixtures import FixtureStore
-from parity.outputs import StageOutputs
-from parity.runner import Runner, environment_differences
-from parity.stages import Embeddings, Template, Tokens
+from parity.golden.expectations import Expectations
+from parity.golden.store import FixtureStore
+from parity.run.judge import Runner, environment_differences
+from parity.stages.embeddings import Embeddings
+from parity.stages.outputs import StageOutputs
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.cases import Case, load_cases
 
 ROOT = Path(__file__).parents[1]
 
@@ -37,7 +39,8 @@ def test_the_drift_check_fails_on_a_perturbed_fixture_and_writes_nothing(fixture
     stored = store.load(case, "diffusers")
     hidden = stored.embeddings.hidden.clone()
     hidden[3, 7] += 0.01  # a drift a new library release could cause
-    moved = StageOutputs(stored.template, stored.tokens, Embeddings(hidden, stored.embeddings.mask), meta=stored.meta)
+    rows = Embeddings(hidden, stored.embeddings.mask)
+    moved = StageOutputs(stored.meta, template=stored.template, tokens=stored.tokens, embeddings=rows)
     store.write(case, "diffusers", moved, store.entry("short", "diffusers")["provenance"])
     store.commit()
     before = sorted(p.read_bytes() for p in (fixtures_copy / "golden" / "short").iterdir())
@@ -60,8 +63,10 @@ def test_a_different_environment_is_named():
 def test_the_nway_view_shows_a_reference_that_disagrees_with_another(context):
     case = Case(id="c", prompt="x", stages=("template", "tokens", "embeddings"))
     rows = torch.zeros(2, 3)
-    agree = StageOutputs(Template("t"), Tokens([1, 2], [1, 1]), Embeddings(rows, torch.ones(2, dtype=torch.bool)))
-    odd = StageOutputs(Template("t!"), Tokens([1, 2], [1, 1]), Embeddings(rows, torch.ones(2, dtype=torch.bool)))
+    agree = StageOutputs(template=Template("t"), tokens=Tokens([1, 2], [1, 1]),
+                         embeddings=Embeddings(rows, torch.ones(2, dtype=torch.bool)))
+    odd = StageOutputs(template=Template("t!"), tokens=Tokens([1, 2], [1, 1]),
+                       embeddings=Embeddings(rows, torch.ones(2, dtype=torch.bool)))
     runner = Runner(context, {}, {}, FixtureStore(Path("unused")), Expectations())
     cells = runner._fixtures_against_each_other(case, {"a": agree, "b": agree, "odd": odd})
     failing = {(c.adapter, c.reference, c.stage) for c in cells if not c.passed}

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.report import diffs
+from parity.drawing import diffs
 from parity.report.html import render_html
+from parity.stages.template import TEMPLATE, Template
 
 ROOT = Path(__file__).parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -133,9 +134,9 @@ def test_sampling_cases_have_schedule_denoise_plots_and_a_metric_table(suite):
 def test_char_diff_makes_differing_whitespace_visible():
     left, right = diffs.char_diff("a  b", "a b")
     assert ("␣", True) in left and all(not changed for _, changed in right)
-    view = diffs.template_diff({
-        "expected_text": "x\ny", "obtained_text": "x \ny", "first_diff": 1, "line": 1, "window_start": 0,
-    })
+    detail = TEMPLATE.check(Template("x \ny"), Template("x\ny"), None, "fp32").detail
+    assert (detail.first_diff, detail.line, detail.window_start) == (1, 1, 0)
+    view = diffs.template_diff(detail)
     changed = [row for row in view["rows"] if row["kind"] == "change"]
     assert changed[0]["right"][1] == [("x", False), ("·", True), ("↵", False)]
 

@@ -1,4 +1,5 @@
-"""The results file's validation (parity/results_file.py) and the fixture files' (parity/outputs.py `decode`).
+"""The results file's validation (parity/run/results_file.py) and the fixture files'
+(parity/stages/outputs.py `decode`).
 
 The property: whatever JSON value a results file holds, `check_results` either refuses it with an
 InputError or accepts it, and then the report renders it, its runs read back as RunResults and, for
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,25 +28,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from parity.checks import check_denoise, check_embeddings, check_schedule, check_template, check_tokens
-from parity.errors import InputError
-from parity.merge_shards import merge_shards
-from parity.outputs import StageOutputs, decode, encode
+from parity.core.errors import InputError
+from parity.core.status import DECLARED, MATCH, STALE, STATUSES, UNEXPECTED, UNSUPPORTED
 from parity.report.html import render_html
-from parity.results import (
-    DECLARED,
-    MATCH,
-    STALE,
-    STATUSES,
-    UNEXPECTED,
-    UNSUPPORTED,
-    CrossCheck,
-    RunResult,
-    StageResult,
-)
-from parity.results_file import RESULTS_FORMAT, check_results, read_results, results_json
-from parity.shard import Shard
-from parity.stages import STAGES, Denoise, Embeddings, Schedule, Template, Tokens
+from parity.run.merge import merge_shards
+from parity.run.results import CrossCheck, RunResult, StageResult
+from parity.run.results_file import RESULTS_FORMAT, check_results, read_results, results_json
+from parity.run.shard import Shard
+from parity.stages import STAGES, stage
+from parity.stages.denoise import Denoise
+from parity.stages.embeddings import Embeddings
+from parity.stages.outputs import StageOutputs, decode, encode
+from parity.stages.schedule import Schedule
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -54,22 +51,27 @@ def _stage_results(case: str, adapter: str, mode: str) -> list[StageResult]:
     """One result per stage with the detail the real comparators give a small divergence."""
     g = torch.Generator().manual_seed(0)
     context = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids: f"<{ids[0]}> "))
-    template = check_template(Template("<user>\nA cat\n<think>\n"), Template("<user>\nA cat\n"))
-    tokens = check_tokens(Tokens([7, 1, 2, 9, 9, 3], [1] * 6), Tokens([7, 1, 2, 3, 0], [1, 1, 1, 1, 0]), context)
+    template = stage("template").check(
+        Template("<user>\nA cat\n<think>\n"), Template("<user>\nA cat\n"), context, "fp32"
+    )
+    tokens = stage("tokens").check(
+        Tokens([7, 1, 2, 9, 9, 3], [1] * 6), Tokens([7, 1, 2, 3, 0], [1, 1, 1, 1, 0]), context, "fp32"
+    )
     hidden, mask = torch.randn(5, 6, generator=g), torch.ones(5, dtype=torch.bool)
-    embeddings = check_embeddings(Embeddings(hidden + 1e-3 * torch.randn(5, 6, generator=g), mask),
-                                  Embeddings(hidden, mask), "fp32")
+    embeddings = stage("embeddings").check(Embeddings(hidden + 1e-3 * torch.randn(5, 6, generator=g), mask),
+                                           Embeddings(hidden, mask), context, "fp32")
     sigmas = torch.tensor([1.0, 0.7, 0.3, 0.0], dtype=torch.float64)
-    schedule = check_schedule(Schedule(sigmas * 0.99, 1 - sigmas[:-1]), Schedule(sigmas, 1 - sigmas[:-1]))
+    schedule = stage("schedule").check(Schedule(sigmas * 0.99, 1 - sigmas[:-1]), Schedule(sigmas, 1 - sigmas[:-1]),
+                                       context, "fp32")
     model_out, latents = torch.randn(3, 2, 2, 2, generator=g), torch.randn(4, 2, 2, 2, generator=g)
     blocks = {f"step.1.layers.{k}": torch.randn(1, 4, 6, generator=g) for k in range(2)}
     drift = torch.tensor([0.0, 1e-2, 2e-2]).reshape(3, 1, 1, 1)
-    denoise = check_denoise(
+    denoise = stage("denoise").check(
         Denoise(model_out + drift, latents + torch.cat([torch.zeros(1, 1, 1, 1), drift]),
                 {k: v + 1e-2 for k, v in blocks.items()}),
-        Denoise(model_out, latents, blocks), "fp32",
+        Denoise(model_out, latents, blocks), context, "fp32",
     )
-    denoise.detail["blocks_step"] = 1
+    denoise = replace(denoise, detail=replace(denoise.detail, blocks_step=1))
     checks = {"template": template, "tokens": tokens, "embeddings": embeddings, "schedule": schedule,
               "denoise": denoise}
     statuses = {"template": DECLARED, "tokens": UNEXPECTED, "embeddings": STALE, "schedule": MATCH,

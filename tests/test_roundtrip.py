@@ -6,9 +6,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from parity.adapter import registered_adapters
-from parity.cases import Case
-from parity.checks import attended
+from parity.suite.adapter import registered_adapters
+from parity.suite.cases import Case
 
 # Prompts without backslashes (ComfyUI's tokenizer rewrites `\(`), special-token text or the
 # `embedding:` keyword (both change tokenization on purpose, and are tested where they are modelled).
@@ -32,7 +31,7 @@ def test_ids_decode_back_to_the_rendered_template(adapters, context, name, promp
     case = Case(id=f"p{abs(hash(prompt))}", prompt=prompt)
     template = adapter.template(case)
     tokens = adapter.tokens(case, template)
-    decoded = context.tokenizer.decode(attended(tokens))
+    decoded = context.tokenizer.decode(tokens.attended)
     # The tokenizer NFC-normalises, so the round trip holds up to NFC.
     assert decoded == unicodedata.normalize("NFC", template.text)
     assert unicodedata.normalize("NFC", prompt) in decoded

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from parity.adapter import registered_adapters
-from parity.expectations import Expectations, load_expectations
-from parity.fixtures import FixtureStore
-from parity.results import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED
-from parity.runner import Runner
+from parity.core.status import DECLARED, MATCH, STALE, UNEXPECTED, UNSUPPORTED
+from parity.golden.expectations import Expectations, load_expectations
+from parity.golden.store import FixtureStore
+from parity.run.judge import Runner
 from parity.stages import TEXT_STAGES
+from parity.suite.adapter import registered_adapters
 
 ROOT = Path(__file__).parents[1]
 THINK_BLOCK = [151667, 271, 151668, 271]
@@ -44,13 +44,13 @@ def test_the_default_suite_has_no_unexpected_divergence(free):
 def test_inhouse_default_differs_by_exactly_the_think_block(free):
     rows = by(free, "short", "inhouse")
     assert rows["template"].status == DECLARED
-    spans = rows["tokens"].detail["spans"]
+    spans = rows["tokens"].detail.spans
     assert len(spans) == 1
-    assert spans[0]["op"] == "insert" and spans[0]["obtained_ids"] == THINK_BLOCK
+    assert spans[0].op == "insert" and list(spans[0].obtained_ids) == THINK_BLOCK
     assert "[151667, 271, 151668, 271]" in rows["tokens"].summary
     # The causal encoder leaves every row before the think block unchanged.
-    assert rows["embeddings"].detail["compared_shape"][0] == 11
-    assert rows["embeddings"].detail["mismatched"] == 0
+    assert rows["embeddings"].detail.compared_shape[0] == 11
+    assert rows["embeddings"].detail.mismatched == 0
 
 
 def test_inhouse_without_think_block_equals_the_references(free):
@@ -93,7 +93,7 @@ def test_an_undeclared_divergence_fails_and_a_stale_declaration_fails(context, s
     assert [r.stage for r in bare.failures if r.status == UNEXPECTED] == ["template", "tokens", "embeddings"]
     assert bare.exit_code == 1
 
-    from parity.expectations import Divergence
+    from parity.golden.expectations import Divergence
 
     stale = Expectations((Divergence(("inhouse",), ("think-off",), ("template",), "claimed but false"),))
     result = make_runner(context, expectations=stale, names=("inhouse",)).run([suite_cases["think-off"]])

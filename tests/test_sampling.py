@@ -11,7 +11,7 @@ Where expectations come from (never from what the code under test printed):
   draw cast to bf16; its fp32 Euler step);
 - ComfyUI's `comfy/ldm/common_dit.py:pad_to_patch_size`: `F.pad(img, (0, pad_w, 0, pad_h),
   mode="circular")`, the DiT output then cropped back to the latent's size;
-- the tolerance of parity/tolerances.py for ("denoise", "fp32"), read at test time.
+- the tolerance of parity/compare/tolerances.py for ("denoise", "fp32"), read at test time.
 """
 
 from __future__ import annotations
@@ -30,22 +30,21 @@ from implementations.comfyui_style.adapter import ComfyUIStyleAdapter
 from implementations.diffsynth_style.adapter import DiffSynthFp32TimeAdapter, DiffSynthStyleAdapter
 from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.diffusers_live.adapter import DiffusersAdapter
-from parity.adapter import registered_adapters
-from parity.cases import load_case_file
-from parity.checks import check_denoise
 from parity.cli import main
-from parity.context import Context
-from parity.errors import InputError
-from parity.execute import execute
-from parity.expectations import load_expectations
-from parity.fixtures import FixtureStore
-from parity.models.dit import WEIGHTS_FILE, load_dit_state_dict, tiny_dit_state_dict
+from parity.core.errors import InputError
+from parity.core.noise import shared_noise
+from parity.core.status import DECLARED, MATCH, UNEXPECTED, UNSUPPORTED
+from parity.golden.expectations import load_expectations
+from parity.golden.store import FixtureStore
+from parity.models.context import Context
+from parity.models.dit_weights import WEIGHTS_FILE, load_dit_state_dict, tiny_dit_state_dict
 from parity.models.export import export_diffusers, tiny_transformer
-from parity.noise import shared_noise
-from parity.results import DECLARED, MATCH, UNEXPECTED, UNSUPPORTED
-from parity.runner import Runner
-from parity.stages import STAGES, Denoise, DenoiseInputs
-from parity.tolerances import tolerance_for
+from parity.run.execute import execute
+from parity.run.judge import Runner
+from parity.stages import STAGES
+from parity.stages.denoise import DENOISE, Denoise, DenoiseInputs
+from parity.suite.adapter import registered_adapters
+from parity.suite.cases import load_case_file
 
 ROOT = Path(__file__).parents[1]
 ADAPTERS = ("diffusers", "diffsynth_style", "diffsynth_style_fp32_time", "comfyui_style", "inhouse")
@@ -58,7 +57,7 @@ BF16_TIME_EMBEDDING_CEILING = 0.05
 
 
 def denoise_atol() -> float:
-    return tolerance_for("denoise", "fp32").tolerance.atol
+    return DENOISE.tolerance("fp32").tolerance.atol
 
 
 def make_runner(context, mode="free", names=ADAPTERS, stages=STAGES):
@@ -150,13 +149,13 @@ def test_re_implementations_match_the_live_transformer_step_by_step(free, sampli
     row = rows(free, case_id, adapter)["denoise"]
     assert row.status == MATCH, row.summary
     detail = row.detail
-    assert detail["steps"] == sampling[case_id].steps
-    assert detail["first_divergent_step"] is None and detail["first_nonfinite_step"] is None
-    assert detail["noise_matches"] is True  # shared noise: every adapter starts from diffusers' draw
-    assert len(detail["model_out_max_abs"]) == sampling[case_id].steps
-    assert all(err <= denoise_atol() for err in detail["model_out_max_abs"]), detail["model_out_max_abs"]
-    assert all(err <= denoise_atol() for err in detail["latents_max_abs"]), detail["latents_max_abs"]
-    assert detail["tolerance_evidence"] == tolerance_for("denoise", "fp32").to_json()
+    assert detail.steps == sampling[case_id].steps
+    assert detail.first_divergent_step is None and detail.first_nonfinite_step is None
+    assert detail.noise_matches is True  # shared noise: every adapter starts from diffusers' draw
+    assert len(detail.model_out_max_abs) == sampling[case_id].steps
+    assert all(err <= denoise_atol() for err in detail.model_out_max_abs), detail.model_out_max_abs
+    assert all(err <= denoise_atol() for err in detail.latents_max_abs), detail.latents_max_abs
+    assert detail.tolerance_evidence == DENOISE.tolerance("fp32")
 
 
 @pytest.mark.parametrize("case_id", ["turbo", "non-square"])
@@ -166,10 +165,10 @@ def test_diffsynth_bf16_time_embedder_is_a_named_declared_divergence(free, case_
     assert [got[s].status for s in ("template", "tokens", "embeddings", "schedule")] == [MATCH] * 4
     row = got["denoise"]
     assert row.status == DECLARED
-    assert row.detail["first_divergent_step"] == 0
-    assert row.detail["noise_matches"] is True
+    assert row.detail.first_divergent_step == 0
+    assert row.detail.noise_matches is True
     assert "bf16" in row.reason and "diffsynth_style_fp32_time" in row.reason
-    errors = row.detail["model_out_max_abs"]
+    errors = row.detail.model_out_max_abs
     assert all(denoise_atol() < e < BF16_TIME_EMBEDDING_CEILING for e in errors), errors
 
 
@@ -193,21 +192,21 @@ def test_diffsynth_equals_the_installed_transformer_with_a_bf16_time_embedder(co
     noise = shared_noise(case.seed, case.height, case.width)
     with torch.inference_mode():
         theirs = run_installed_pipeline(model, case, prompt_embeds=[ours.embeddings.hidden], latents=noise)
-    check = check_denoise(ours.denoise, theirs, "fp32")
+    check = DENOISE.check(ours.denoise, theirs, None, "fp32")
     assert check.passed, check.summary
 
 
 def test_the_tolerance_sits_between_measured_noise_and_the_smallest_real_divergence(free):
     atol = denoise_atol()
     noise_floor = max(
-        max(rows(free, case, adapter)["denoise"].detail["model_out_max_abs"])
+        max(rows(free, case, adapter)["denoise"].detail.model_out_max_abs)
         for case, adapter in [
             ("turbo", "comfyui_style"), ("non-square", "comfyui_style"),
             *((c, "diffsynth_style_fp32_time") for c in ("turbo", "non-square", "comfy-workflow-9", "cfg-on")),
         ]
     )
     smallest_real = min(
-        min(rows(free, case, "diffsynth_style")["denoise"].detail["model_out_max_abs"])
+        min(rows(free, case, "diffsynth_style")["denoise"].detail.model_out_max_abs)
         for case in ("turbo", "non-square", "comfy-workflow-9", "cfg-on")
     )
     assert noise_floor * 3 <= atol, (noise_floor, atol)
@@ -271,11 +270,11 @@ def test_own_noise_shows_seed_incompatibility_as_its_own_finding(sampling):
     result = make_runner(Context(dtype="bf16"), names=("diffusers", "diffsynth_style", "comfyui_style")).run([case])
     assert result.failures == []
     diffsynth = rows(result, case.id, "diffsynth_style")["denoise"]
-    assert diffsynth.detail["noise_matches"] is False
+    assert diffsynth.detail.noise_matches is False
     assert diffsynth.summary.startswith("initial noise differs")
     # ComfyUI's own draw at 128 x 128 is diffusers' draw (same shape, fp32, CPU generator).
-    assert rows(result, case.id, "comfyui_style")["denoise"].detail["noise_matches"] is True
-    assert rows(result, case.id, "diffusers")["denoise"].detail["noise_matches"] is True
+    assert rows(result, case.id, "comfyui_style")["denoise"].detail.noise_matches is True
+    assert rows(result, case.id, "diffusers")["denoise"].detail.noise_matches is True
 
 
 # 3. The live diffusers adapter is a real pipeline call
@@ -349,12 +348,12 @@ def test_forced_comfyui_runs_on_the_reference_schedule(forced, free):
     got = rows(forced, "comfy-workflow-9", "comfyui_style")
     assert got["schedule"].status == DECLARED  # its own 9-step simple schedule differs (§3)
     assert got["denoise"].status == MATCH, got["denoise"].summary
-    assert got["denoise"].detail["first_divergent_step"] is None
+    assert got["denoise"].detail.first_divergent_step is None
     # Free-running it samples on its own schedule: step 0 (sigma 1 in both, §3) agrees, later steps do not.
     own = rows(free, "comfy-workflow-9", "comfyui_style")["denoise"]
     assert own.status == DECLARED and own.reason == "follows from the schedule divergence"
-    assert own.detail["model_out_max_abs"][0] <= denoise_atol()
-    assert max(own.detail["model_out_max_abs"][1:]) > denoise_atol()
+    assert own.detail.model_out_max_abs[0] <= denoise_atol()
+    assert max(own.detail.model_out_max_abs[1:]) > denoise_atol()
 
 
 @pytest.mark.parametrize("case_id", ["turbo", "comfy-workflow-9", "non-square"])
@@ -364,19 +363,19 @@ def test_forced_inhouse_dit_matches_the_live_transformer(forced, case_id):
     got = rows(forced, case_id, "inhouse")
     assert got["template"].status == DECLARED
     assert got["denoise"].status == MATCH, got["denoise"].summary
-    assert all(e <= denoise_atol() for e in got["denoise"].detail["model_out_max_abs"])
+    assert all(e <= denoise_atol() for e in got["denoise"].detail.model_out_max_abs)
 
 
 def test_forced_diffsynth_errors_stay_bounded_per_step(forced, golden):
     row = rows(forced, "turbo", "diffsynth_style")["denoise"]
     assert row.status == DECLARED
-    velocity = row.detail["model_out_max_abs"]
+    velocity = row.detail.model_out_max_abs
     first = velocity[0]
     assert first > denoise_atol()
     assert all(first / 3 <= e <= 3 * first for e in velocity), velocity
     # Each step's latent error is that step's own velocity error times its step size: nothing carried.
     sigmas = golden("turbo").schedule.sigmas
-    latents = row.detail["latents_max_abs"]
+    latents = row.detail.latents_max_abs
     assert latents[0] == 0.0
     for k, err in enumerate(velocity):
         assert latents[k + 1] <= abs(sigmas[k + 1] - sigmas[k]).item() * err + 2e-6, (k, latents, velocity)
@@ -461,9 +460,9 @@ def test_a_nan_weight_is_reported_at_the_first_non_finite_step(context, sampling
     case = sampling["turbo"]
     ours, _ = execute(ComfyUIStyleAdapter(poisoned_context(context)), case, "denoise")
     assert not bool(torch.isfinite(ours.denoise.model_out[0]).all())
-    check = check_denoise(ours.denoise, golden("turbo").denoise, "fp32")
+    check = DENOISE.check(ours.denoise, golden("turbo").denoise, None, "fp32")
     assert not check.passed
-    assert check.detail["first_nonfinite_step"] == 0
+    assert check.detail.first_nonfinite_step == 0
     assert check.summary.startswith("non-finite model output at step 0")
 
 
@@ -471,10 +470,10 @@ def test_the_runner_row_names_the_non_finite_step(context, sampling):
     result = make_runner(poisoned_context(context), names=("comfyui_style",)).run([sampling["turbo"]])
     row = rows(result, "turbo", "comfyui_style")["denoise"]
     assert row.status == UNEXPECTED
-    assert row.detail["first_nonfinite_step"] == 0
+    assert row.detail.first_nonfinite_step == 0
     assert "non-finite model output at step 0" in row.summary
     # The NaN was put in layers.1: every block before it is finite, so that is the one named.
-    assert row.detail["first_nonfinite_block"] == "layers.1"
+    assert row.detail.first_nonfinite_block == "layers.1"
     assert row.summary.endswith("first in block layers.1")
     assert result.exit_code == 1
 
@@ -489,8 +488,8 @@ def test_a_later_non_finite_step_is_the_one_named(context, sampling, golden):
     inputs = DenoiseInputs(feed.embeddings, None, feed.schedule, latents[:1], latents)
     obtained = ComfyUIStyleAdapter(context).denoise(case, inputs)
     assert bool(torch.isfinite(obtained.model_out[:3]).all())
-    check = check_denoise(obtained, feed.denoise, "fp32")
-    assert check.detail["first_nonfinite_step"] == 3
+    check = DENOISE.check(obtained, feed.denoise, None, "fp32")
+    assert check.detail.first_nonfinite_step == 3
     assert check.summary.startswith("non-finite model output at step 3")
 
 

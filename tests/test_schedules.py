@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from implementations.comfyui_style.schedule import SCHEDULERS, comfyui_schedule
 from implementations.diffsynth_style.schedule import diffsynth_schedule
 from implementations.diffusers_live.schedule import diffusers_schedule
-from parity.errors import InputError
-from parity.stages import Schedule
+from parity.core.errors import InputError
+from parity.stages.schedule import Schedule
 
 # §3: diffusers >= 0.39 at 8 steps, and ComfyUI "simple" at 9 steps (the official workflow).
 PUBLISHED_DIFFUSERS_8 = [1, 0.954545, 0.9, 0.833333, 0.75, 0.642857, 0.5, 0.3, 0]

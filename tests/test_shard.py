@@ -29,8 +29,8 @@ from cli_run import Result, bad_input, invoke
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parity.cases import Case
-from parity.shard import Shard, parse_shard
+from parity.run.shard import Shard, parse_shard
+from parity.suite.cases import Case
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "fixtures"

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from parity.adapter import registered_adapters
-from parity.analysis import capabilities, differences, text
-from parity.analysis.command import build_report, tables_command
-from parity.analysis.lab import Lab
+from parity.analysis import capabilities, differences
+from parity.analysis import text_observations as text
 from parity.analysis.markdown import code, plain, prose, table
-from parity.errors import InputError
+from parity.analysis.probe_runner import ProbeRunner
+from parity.analysis.tables_command import build_report, tables_command
+from parity.core.errors import InputError
+from parity.suite.adapter import registered_adapters
 
 ROOT = Path(__file__).parents[1]
 ROWS = [
@@ -35,24 +36,24 @@ DIFFSYNTH_BF16_TIME = "[0, 44, 100, 168, 248, 356, 500, 700]"
 
 
 @pytest.fixture(scope="module")
-def lab() -> Lab:
-    return Lab()
+def lab() -> ProbeRunner:
+    return ProbeRunner()
 
 
 @pytest.fixture(scope="module")
-def names(lab: Lab) -> list[str]:
+def names(lab: ProbeRunner) -> list[str]:
     return lab.default_names()
 
 
 @pytest.fixture(scope="module")
-def diff_table(lab: Lab, names: list[str]) -> dict[str, dict[str, str]]:
+def diff_table(lab: ProbeRunner, names: list[str]) -> dict[str, dict[str, str]]:
     header, rows = differences.differences(lab, names)
     assert header == ["difference", *names]
     return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
 
 
 @pytest.fixture(scope="module")
-def cap_table(lab: Lab, names: list[str]) -> dict[str, dict[str, str]]:
+def cap_table(lab: ProbeRunner, names: list[str]) -> dict[str, dict[str, str]]:
     header, rows = capabilities.capabilities(lab, names)
     assert header == ["capability", *names]
     return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
 from parity.models.deterministic import uniform
-from parity.models.text_encoder import build_tiny_text_encoder
-from parity.stages import Tokens
-from parity.tolerances import tolerance_for
+from parity.models.text_encoder_weights import build_tiny_text_encoder
+from parity.stages.embeddings import EMBEDDINGS
+from parity.stages.tokens import Tokens
 
 PAD = 151643
 
@@ -45,7 +45,7 @@ def test_real_vocabulary_and_layer_choice(encoder):
 @settings(max_examples=15, deadline=None)
 @given(ids=st.lists(st.integers(0, 151935), min_size=1, max_size=40), pad=st.integers(1, 40))
 def test_right_padding_leaves_valid_rows_unchanged(encoder, ids, pad):
-    tol = tolerance_for("embeddings", "fp32").tolerance
+    tol = EMBEDDINGS.tolerance("fp32").tolerance
     plain = penultimate_hidden(encoder, Tokens(ids, [1] * len(ids)))
     padded = penultimate_hidden(encoder, Tokens(ids + [PAD] * pad, [1] * len(ids) + [0] * pad))
     torch.testing.assert_close(padded[: len(ids)], plain, atol=tol.atol, rtol=tol.rtol)

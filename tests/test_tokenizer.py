@@ -15,9 +15,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from parity import tokenizer as tokenizer_module
-from parity.errors import InputError
-from parity.tokenizer import (
+from parity.core import tokenizer as tokenizer_module
+from parity.core.errors import InputError
+from parity.core.tokenizer import (
     CACHE_ENV,
     PinnedFile,
     cache_root,

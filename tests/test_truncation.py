@@ -2,8 +2,8 @@
 
 from implementations.comfyui_style.text import tokenize as comfy_tokenize
 from implementations.zimage.chat import MAX_SEQUENCE_LENGTH, tokenize_padded
-from parity.stages import Template
-from parity.truncation import truncation
+from parity.stages.template import Template
+from parity.stages.tokens import truncation
 
 
 def test_a_prompt_within_the_limit_is_not_cut(context):

@@ -40,9 +40,12 @@ from implementations.comfyui_style.sampler import ComfySampler
 from implementations.comfyui_style.schedule import comfyui_schedule
 from implementations.comfyui_style.text import tokenize
 from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
-from parity.adapter import Adapter, Unsupported
-from parity.cases import Case
-from parity.stages import Embeddings, Schedule, Template, Tokens
+from parity.stages.embeddings import Embeddings
+from parity.stages.schedule import Schedule
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
 
 TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 

@@ -16,7 +16,7 @@ import json
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from parity.adapter import Unsupported
+from parity.suite.adapter import Unsupported
 
 LEGACY_ADDED_TOKENS = {151665: "<|img|>", 151666: "<|endofimg|>", 151667: "<|meta|>", 151668: "<|endofmeta|>"}
 

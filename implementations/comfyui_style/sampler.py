@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from implementations.comfyui_style.dit_variant import COMFYUI
 from implementations.comfyui_style.schedule import comfyui_schedule
-from implementations.zimage.dit_instances import shared_dit
 from implementations.zimage.sampling import BlockRecorder, euler_loop
-from parity.cases import Case
-from parity.context import Context
-from parity.stages import Denoise, DenoiseInputs, Schedule
+from implementations.zimage.shared_dit import shared_dit
+from parity.models.context import Context
+from parity.stages.denoise import Denoise, DenoiseInputs
+from parity.stages.schedule import Schedule
+from parity.suite.cases import Case
 
 # velocity(x, t, cap) -> v, where t is the DiT's time input (1 - sigma).
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

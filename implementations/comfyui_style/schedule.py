@@ -23,8 +23,8 @@ from types import MappingProxyType
 import torch
 
 from implementations.zimage.schedule_inputs import check_schedule_inputs
-from parity.errors import InputError
-from parity.stages import Schedule
+from parity.core.errors import InputError
+from parity.stages.schedule import Schedule
 
 _TABLE_SIZE = 1000
 _MULTIPLIER = 1.0

@@ -14,8 +14,8 @@ import re
 
 from transformers import PreTrainedTokenizerBase
 
-from parity.adapter import Unsupported
-from parity.stages import Tokens
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Unsupported
 
 # Hard-coded in ComfyUI's Qwen3-4B encoder as its pad token, whatever the tokenizer says.
 PAD_ID = 151643

@@ -54,9 +54,10 @@ import transformers
 from implementations.diffsynth_live import library
 from implementations.zimage.dit_capture import capture_blocks
 from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
-from parity.adapter import Adapter, Unsupported
-from parity.cases import Case
-from parity.stages import Denoise, DenoiseInputs, Schedule
+from parity.stages.denoise import Denoise, DenoiseInputs
+from parity.stages.schedule import Schedule
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
 
 # What the prompt unit is asked to encode in a sampling call; the replacement unit maps these to the
 # given embeddings (only the prompt unit reads the prompt).

@@ -30,11 +30,15 @@ from implementations.diffsynth_style.sampler import diffsynth_noise, diffsynth_s
 from implementations.diffsynth_style.schedule import diffsynth_schedule
 from implementations.zimage.chat import render_chat, tokenize_padded
 from implementations.zimage.dit import DiTVariant
-from implementations.zimage.dit_instances import shared_dit
+from implementations.zimage.shared_dit import shared_dit
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
-from parity.adapter import Adapter, Unsupported
-from parity.cases import Case
-from parity.stages import Denoise, DenoiseInputs, Embeddings, Schedule, Template, Tokens
+from parity.stages.denoise import Denoise, DenoiseInputs
+from parity.stages.embeddings import Embeddings
+from parity.stages.schedule import Schedule
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
 
 
 class DiffSynthStyleAdapter(Adapter):

@@ -16,7 +16,7 @@ import torch
 
 from implementations.zimage.dit import ZImageDiT
 from implementations.zimage.sampling import BlockRecorder, euler_loop
-from parity.stages import Denoise, DenoiseInputs
+from parity.stages.denoise import Denoise, DenoiseInputs
 
 
 def rounded_up(size: int, multiple: int = 16) -> int:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 
 from implementations.zimage.schedule_inputs import check_schedule_inputs
-from parity.errors import InputError
-from parity.stages import Schedule
+from parity.core.errors import InputError
+from parity.stages.schedule import Schedule
 
 _NUM_TRAIN_TIMESTEPS = 1000
 

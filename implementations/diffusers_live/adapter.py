@@ -28,9 +28,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTra
 from implementations.diffusers_live.schedule import diffusers_schedule
 from implementations.zimage.dit_capture import capture_blocks
 from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
-from parity.adapter import Adapter, Unsupported
-from parity.cases import Case
-from parity.stages import Denoise, DenoiseInputs, Schedule
+from parity.stages.denoise import Denoise, DenoiseInputs
+from parity.stages.schedule import Schedule
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
 
 
 class _StepCapture:

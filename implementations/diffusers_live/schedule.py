@@ -24,7 +24,7 @@ from diffusers.pipelines.z_image.pipeline_z_image import (
 )
 
 from implementations.zimage.schedule_inputs import check_schedule_inputs
-from parity.stages import Schedule
+from parity.stages.schedule import Schedule
 
 # The pipeline derives mu from the latent size; with `use_dynamic_shifting=False` (the Turbo
 # scheduler config) the scheduler ignores it, so any size gives the same schedule. 1024x1024 is

@@ -29,9 +29,11 @@ from implementations.comfyui_style.sampler import ComfySampler
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
-from parity.adapter import Adapter
-from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages.embeddings import Embeddings
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Adapter
+from parity.suite.cases import Case
 
 FILTER_PADDING_DEFAULT = True
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from parity.errors import InputError
-from parity.files import read_text
+from parity.core.errors import InputError
+from parity.core.files import read_text
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 FENCE = "---"

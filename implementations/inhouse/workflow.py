@@ -27,8 +27,8 @@ from implementations.inhouse.conversation import (
 from implementations.inhouse.key_quotes import strip_key_quotes
 from implementations.inhouse.prompt import ADD_THINK_BLOCK_DEFAULT, EncoderFields, render_full, render_simple
 from implementations.inhouse.templates import PromptTemplate
-from parity.adapter import Unsupported
-from parity.cases import Case, Message
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case, Message
 
 
 def _or(value: str | None, fallback: str) -> str:

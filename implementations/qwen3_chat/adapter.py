@@ -16,9 +16,11 @@ from typing import ClassVar
 
 from implementations.zimage.chat import render_chat, tokenize_padded
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
-from parity.adapter import Adapter, Unsupported
-from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages.embeddings import Embeddings
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
 
 
 def chat_messages(case: Case) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from parity.stages import Tokens
+from parity.stages.tokens import Tokens
 
 MAX_SEQUENCE_LENGTH = 512
 
@@ -22,7 +22,7 @@ def render_chat(
     enable_thinking: bool = True,
     add_generation_prompt: bool = True,
 ) -> str:
-    # A checkpoint tokenizer's method is the bounded one (parity.chat_template): a failure is one line.
+    # A checkpoint tokenizer's method is the bounded one (parity.core.chat_template): a failure is one line.
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
     )

@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from parity.adapter import Unsupported
-from parity.cases import Case
-from parity.stages import Embeddings, Template, Tokens
+from parity.stages.embeddings import Embeddings
+from parity.stages.template import Template
+from parity.stages.tokens import Tokens
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class ObservedTextStages:
         key = (case.id, case.user_text)
         if key not in self._observed_text:
             # The library renders the checkpoint's template itself, through the tokenizer's bounded
-            # method (parity.chat_template): a failure there is already one line.
+            # method (parity.core.chat_template): a failure there is already one line.
             self._observed_text[key] = self.observe_text(case)
         return self._observed_text[key]
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from implementations.zimage.dit_capture import capture_blocks
-from parity.stages import Denoise
+from parity.stages.denoise import Denoise
 
 # predict(x, k) -> the velocity step k applies; step(x, v, k) -> the next latent.
 Predict = Callable[[torch.Tensor, int], torch.Tensor]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from parity.errors import InputError
+from parity.core.errors import InputError
 
 
 def check_schedule_inputs(steps: int, shift: float, denoise: float = 1.0) -> None:

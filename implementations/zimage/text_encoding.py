@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from parity.stages import Embeddings, Tokens
+from parity.stages.embeddings import Embeddings
+from parity.stages.tokens import Tokens
 
 
 @torch.inference_mode()

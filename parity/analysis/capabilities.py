@@ -13,17 +13,19 @@ from dataclasses import replace
 
 import torch
 
-from parity.adapter import Unsupported
-from parity.cases import Case, Message
-from parity.errors import InputError
-from parity.stages import TEXT_STAGES, DenoiseInputs
+from parity.analysis import sampling_observations as sampling
+from parity.analysis import text_observations as text
+from parity.analysis.probe_runner import ProbeRunner
+from parity.core.errors import InputError
+from parity.stages import TEXT_STAGES
+from parity.stages.denoise import DenoiseInputs
+from parity.suite.adapter import Unsupported
+from parity.suite.cases import Case, Message
 
-from . import sampling, text
 from .differences import cell
-from .lab import Lab
 from .markdown import plain
 
-Row = Callable[[Lab, str], str]
+Row = Callable[[ProbeRunner, str], str]
 NO_EFFECT = "accepted, no effect"
 
 
@@ -60,7 +62,7 @@ STRENGTH = replace(sampling.schedule_case(8), id="probe.capability.denoise-0.5",
 FORCED = sampling.sampling_case("capability.forced", steps=2)
 
 
-def _texts(lab: Lab, name: str, *cases: Case) -> list[str]:
+def _texts(lab: ProbeRunner, name: str, *cases: Case) -> list[str]:
     return [lab.run(name, case, "template").template.text for case in cases]
 
 
@@ -68,38 +70,38 @@ def _yes_if_differs(first, second, what: str) -> str:
     return plain(f"yes ({what})") if first != second else plain(NO_EFFECT)
 
 
-def one_prompt(lab: Lab, name: str) -> str:
+def one_prompt(lab: ProbeRunner, name: str) -> str:
     rows = lab.run(name, text.SHORT, "embeddings").embeddings.hidden.shape[0]
     return plain(f"yes ({rows} rows)")
 
 
 def _renders(case: Case) -> Row:
-    def row(lab: Lab, name: str) -> str:
+    def row(lab: ProbeRunner, name: str) -> str:
         lab.run(name, case, "embeddings")
         return "yes"
 
     return row
 
 
-def think_switch(lab: Lab, name: str) -> str:
+def think_switch(lab: ProbeRunner, name: str) -> str:
     on, off = _texts(lab, name, THINK_ON, THINK_OFF)
     return _yes_if_differs(on, off, "on and off render differently")
 
 
-def filter_switch(lab: Lab, name: str) -> str:
+def filter_switch(lab: ProbeRunner, name: str) -> str:
     on, off = (lab.run(name, case, "embeddings").embeddings for case in (FILTER_ON, FILTER_OFF))
     return _yes_if_differs(on.hidden.shape, off.hidden.shape, f"{on.hidden.shape[0]} rows vs {off.hidden.shape[0]}")
 
 
 def _changes_template(case: Case, plain_case: Case) -> Row:
-    def row(lab: Lab, name: str) -> str:
+    def row(lab: ProbeRunner, name: str) -> str:
         given, without = _texts(lab, name, case, plain_case)
         return _yes_if_differs(given, without, "changes the template")
 
     return row
 
 
-def prompt_template(lab: Lab, name: str) -> str:
+def prompt_template(lab: ProbeRunner, name: str) -> str:
     try:
         given, without = _texts(lab, name, PROMPT_TEMPLATE, text.SHORT)
     except InputError as e:
@@ -108,20 +110,20 @@ def prompt_template(lab: Lab, name: str) -> str:
 
 
 def sampling_in(dtype: str) -> Row:
-    def row(lab: Lab, name: str) -> str:
+    def row(lab: ProbeRunner, name: str) -> str:
         outputs, _ = lab.watched_run(name, sampling.SAMPLE[dtype])
         return plain(f"yes ({outputs.denoise.model_out.shape[0]} steps)")
 
     return row
 
 
-def guided(lab: Lab, name: str) -> str:
+def guided(lab: ProbeRunner, name: str) -> str:
     seen = sampling.guidance(lab, name)
     return plain(f"yes ({seen.samples_guided} passes per step)")
 
 
 def _guided_option(case: Case) -> Row:
-    def row(lab: Lab, name: str) -> str:
+    def row(lab: ProbeRunner, name: str) -> str:
         base = lab.run(name, GUIDED2, "denoise").denoise.model_out
         given = lab.run(name, case, "denoise").denoise.model_out
         return plain(NO_EFFECT) if torch.equal(base, given) else plain("yes (changes the velocity)")
@@ -129,18 +131,18 @@ def _guided_option(case: Case) -> Row:
     return row
 
 
-def strength(lab: Lab, name: str) -> str:
+def strength(lab: ProbeRunner, name: str) -> str:
     full = sampling.sigmas(lab, name, 8)
     partial = lab.run(name, STRENGTH, "schedule").schedule.sigmas.tolist()
     return _yes_if_differs(full, partial, f"starts at sigma {partial[0]:.4f}")
 
 
-def _forced_inputs(lab: Lab, name: str, **extra) -> DenoiseInputs:
+def _forced_inputs(lab: ProbeRunner, name: str, **extra) -> DenoiseInputs:
     free = lab.run(name, FORCED, "denoise")
     return DenoiseInputs(free.embeddings, None, free.schedule, free.denoise.latents[0:1], **extra)
 
 
-def teacher_forcing(lab: Lab, name: str) -> str:
+def teacher_forcing(lab: ProbeRunner, name: str) -> str:
     free = lab.run(name, FORCED, "denoise").denoise
     # Forced onto its own free-running trajectory it must reproduce it: the inputs are honoured.
     forced, _ = lab.watched_denoise(
@@ -150,19 +152,19 @@ def teacher_forcing(lab: Lab, name: str) -> str:
     return plain("yes" if same else "yes, but forced onto its own trajectory it departs from it")
 
 
-def block_capture(lab: Lab, name: str) -> str:
+def block_capture(lab: ProbeRunner, name: str) -> str:
     result, _ = lab.watched_denoise(name, FORCED, "blocks", lambda: _forced_inputs(lab, name, capture_blocks=(0,)))
     if not result.blocks:
         return plain("accepted, nothing captured")
     return plain(f"yes ({len(result.blocks)} blocks at step 0)")
 
 
-def own_noise(lab: Lab, name: str) -> str:
+def own_noise(lab: ProbeRunner, name: str) -> str:
     draw = sampling.noise_draw(lab, name, 128, "fp32")
     return plain(f"yes ({draw.shape} at 128²)")
 
 
-def off_grid_size(lab: Lab, name: str) -> str:
+def off_grid_size(lab: ProbeRunner, name: str) -> str:
     outcome = sampling.size_outcome(lab, name, sampling.ALIGNMENT_SIZES[8])
     if outcome.refused is not None:
         raise Unsupported(outcome.refused)
@@ -195,7 +197,7 @@ ROWS: dict[str, Row] = {
 }
 
 
-def capabilities(lab: Lab, names: list[str]) -> tuple[list[str], list[list[str]]]:
+def capabilities(lab: ProbeRunner, names: list[str]) -> tuple[list[str], list[list[str]]]:
     header = ["capability", *names]
     rows = [[plain(label), *(cell(row, lab, name) for name in names)] for label, row in ROWS.items()]
     return header, rows

@@ -1,7 +1,7 @@
 """The 'Implementation differences' table: one row per way implementations differ, one column per adapter.
 
-Each row is a function (lab, adapter name) -> cell that renders an observation from `text.py` or
-`sampling.py`. An adapter that cannot run the probe gets `not supported: <its reason>`.
+Each row is a function (lab, adapter name) -> cell that renders an observation from `text_observations.py` or
+`sampling_observations.py`. An adapter that cannot run the probe gets `not supported: <its reason>`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import Callable
 
 import torch
 
-from parity.adapter import Unsupported
+from parity.analysis import sampling_observations as sampling
+from parity.analysis import text_observations as text
+from parity.analysis.probe_runner import ProbeRunner
+from parity.suite.adapter import Unsupported
 
-from . import sampling, text
-from .lab import Lab
 from .markdown import code, num, numbers, plain
 
-Row = Callable[[Lab, str], str]
+Row = Callable[[ProbeRunner, str], str]
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
@@ -25,14 +26,14 @@ def dtype_name(dtype: torch.dtype) -> str:
     return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
-def cell(row: Row, lab: Lab, name: str) -> str:
+def cell(row: Row, lab: ProbeRunner, name: str) -> str:
     try:
         return row(lab, name)
     except Unsupported as e:
         return plain(f"not supported: {e}")
 
 
-def thinking_tokens(lab: Lab, name: str) -> str:
+def thinking_tokens(lab: ProbeRunner, name: str) -> str:
     seen = text.think_tokens(lab, name)
     ends = f"ends {code(seen.tail)}"
     if not seen.positions:
@@ -43,7 +44,7 @@ def thinking_tokens(lab: Lab, name: str) -> str:
     )
 
 
-def system_prompt(lab: Lab, name: str) -> str:
+def system_prompt(lab: ProbeRunner, name: str) -> str:
     seen = text.system_prompt(lab, name)
     if not seen.rendered:
         return plain("accepted, but no system turn is rendered")
@@ -57,7 +58,7 @@ def system_prompt(lab: Lab, name: str) -> str:
     return f"yes: {code(part)} first; whole string {plain(official)}"
 
 
-def template_source(lab: Lab, name: str) -> str:
+def template_source(lab: ProbeRunner, name: str) -> str:
     seen = text.template_source(lab, name)
     source = "the tokenizer's chat template (apply_chat_template)" if seen.uses_tokenizer_template else "hard-coded"
     thinking = seen.enable_thinking
@@ -69,13 +70,13 @@ def template_source(lab: Lab, name: str) -> str:
     return plain(f"{source}; {bytes_}")
 
 
-def embedding_layer(lab: Lab, name: str) -> str:
+def embedding_layer(lab: ProbeRunner, name: str) -> str:
     seen = text.embedding_layer(lab, name)
     match = "exact" if seen.exact else f"closest, max abs diff {seen.max_abs_diff:.2e}"
     return f"{code(f'hidden_states[{seen.index}]')} of {seen.count} ({match}, {seen.rows} rows)"
 
 
-def padding(lab: Lab, name: str) -> str:
+def padding(lab: ProbeRunner, name: str) -> str:
     seen = text.padding(lab, name)
     if seen.side == "none":
         pads = f"no padding ({seen.length} tokens)"
@@ -105,7 +106,7 @@ def padding(lab: Lab, name: str) -> str:
     return "; ".join(parts)
 
 
-def max_length(lab: Lab, name: str) -> str:
+def max_length(lab: ProbeRunner, name: str) -> str:
     seen = text.max_length(lab, name)
     closing = code(lab.tokenizer.decode(seen.closing))
     if seen.truncated:
@@ -130,7 +131,7 @@ def _size_text(outcome: sampling.SizeOutcome) -> str:
     return said
 
 
-def alignment(lab: Lab, name: str) -> str:
+def alignment(lab: ProbeRunner, name: str) -> str:
     seen = sampling.alignment(lab, name)
     # Sizes with the same outcome share one description; a refusal that names its size counts as the same.
     grouped: dict[str, tuple[str, list[int]]] = {}
@@ -143,7 +144,7 @@ def alignment(lab: Lab, name: str) -> str:
     return plain(f"{required}. {details}")
 
 
-def schedule(lab: Lab, name: str) -> str:
+def schedule(lab: ProbeRunner, name: str) -> str:
     parts = []
     for steps in (8, 9):
         own = sampling.sigmas(lab, name, steps)
@@ -160,7 +161,7 @@ def schedule(lab: Lab, name: str) -> str:
     return plain("; ".join(parts))
 
 
-def time_input(lab: Lab, name: str) -> str:
+def time_input(lab: ProbeRunner, name: str) -> str:
     seen = {dtype: sampling.time_input(lab, name, dtype) for dtype in ("fp32", "bf16")}
     shown = {dtype: numbers(t.values, 4) for dtype, t in seen.items()}
     if shown["fp32"] == shown["bf16"]:
@@ -172,7 +173,7 @@ def time_input(lab: Lab, name: str) -> str:
     return plain(said)
 
 
-def guidance(lab: Lab, name: str) -> str:
+def guidance(lab: ProbeRunner, name: str) -> str:
     seen = sampling.guidance(lab, name)
     fit = seen.best
     u = "the negative prompt" if fit.uncond == "negative" else "zeros (the negative conditioning zeroed)"
@@ -187,7 +188,7 @@ def guidance(lab: Lab, name: str) -> str:
     return plain(f"{formula}; {passes}")
 
 
-def noise(lab: Lab, name: str) -> str:
+def noise(lab: ProbeRunner, name: str) -> str:
     parts = []
     for side, dtype in ((128, "fp32"), (128, "bf16"), (136, "fp32")):
         draw = sampling.noise_draw(lab, name, side, dtype)
@@ -203,7 +204,7 @@ def noise(lab: Lab, name: str) -> str:
     return plain(f"seed {sampling.NOISE_SEED}: " + "; ".join(parts))
 
 
-def dtype_casts(lab: Lab, name: str) -> str:
+def dtype_casts(lab: ProbeRunner, name: str) -> str:
     parts = []
     for dtype in ("fp32", "bf16"):
         seen = sampling.dtype_casts(lab, name, dtype)
@@ -229,7 +230,7 @@ ROWS: dict[str, Row] = {
 }
 
 
-def differences(lab: Lab, names: list[str]) -> tuple[list[str], list[list[str]]]:
+def differences(lab: ProbeRunner, names: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the table: `difference`, then one column per adapter."""
     header = ["difference", *names]
     rows = [[plain(label), *(cell(row, lab, name) for name in names)] for label, row in ROWS.items()]

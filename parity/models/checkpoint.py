@@ -9,8 +9,8 @@ Two layouts are recognised (`detect`):
   no tokenizer: the reference Qwen3 tokenizer is used (ComfyUI bundles its own copy of the Qwen
   vocabulary, identical to Qwen3's since 2025-12-01; `layout.tokenizer` is None).
 
-Each part is read by the module of the model it holds, in either layout (`parity.models.dit`,
-`parity.models.text_encoder`), so this one knows no model. Anything unusable is an InputError with
+Each part is read by the module of the model it holds, in either layout (`parity.models.dit_weights`,
+`parity.models.text_encoder_weights`), so this one knows no model. Anything unusable is an InputError with
 one line naming the file and what is wrong.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from parity.errors import InputError
+from parity.core.errors import InputError
 
 COMFYUI_DIT_FOLDER = "diffusion_models"
 COMFYUI_TEXT_ENCODER_FOLDER = "text_encoders"

@@ -21,7 +21,7 @@ from typing import Any
 
 from diffusers import ZImageTransformer2DModel
 
-from parity.errors import InputError, shown
+from parity.core.errors import InputError, shown
 
 # What `ZImageTransformer2DModel` is built from, with the defaults it applies to what a config omits.
 DIT_DEFAULTS: dict[str, Any] = {

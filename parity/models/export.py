@@ -42,13 +42,13 @@ from diffusers import AutoencoderKL, ZImageTransformer2DModel
 from safetensors.torch import save_file
 from transformers import Qwen3Config
 
-from parity.errors import InputError
+from parity.core.errors import InputError
+from parity.core.tokenizer import load_tokenizer
 from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_to_comfyui
 from parity.models.deterministic import uniform
-from parity.models.dit import TINY_SEED, synthetic_dit_state_dict
+from parity.models.dit_weights import TINY_SEED, synthetic_dit_state_dict
 from parity.models.sizes import SIZES, ModelSize
-from parity.models.text_encoder import build_synthetic_text_encoder
-from parity.tokenizer import load_tokenizer
+from parity.models.text_encoder_weights import build_synthetic_text_encoder
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
 # The sizes save_pretrained takes as text (diffusers and transformers both hand them to

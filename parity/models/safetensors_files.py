@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from parity.errors import InputError, first_line
+from parity.core.errors import InputError, first_line
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -4,7 +4,7 @@
 RoPE axes 32/48/48, 4 query heads per KV head, RoPE and norm constants, tied embeddings) at widths
 that make about 1.3 GiB of float32 weights: big enough that weight memory dominates a run, which is
 what the memory benchmark measures, small enough to build and run on a laptop CPU. Its ComfyUI files
-are read back with the real model's constants (`parity.models.dit`, `.text_encoder`), which it shares.
+are read back with the real model's constants (`parity.models.dit_weights`, `.text_encoder`), which it shares.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from parity.models.dit import TINY_CONFIG as TINY_DIT_CONFIG
-from parity.models.dit import ZIMAGE_DIT_CONSTANTS
-from parity.models.text_encoder import QWEN3_4B_CONSTANTS
-from parity.models.text_encoder import TINY_CONFIG as TINY_TEXT_ENCODER_CONFIG
+from parity.models.dit_weights import TINY_CONFIG as TINY_DIT_CONFIG
+from parity.models.dit_weights import ZIMAGE_DIT_CONSTANTS
+from parity.models.text_encoder_weights import QWEN3_4B_CONSTANTS
+from parity.models.text_encoder_weights import TINY_CONFIG as TINY_TEXT_ENCODER_CONFIG
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from parity.errors import InputError
+from parity.core.errors import InputError
 
 
 def name_some(names: list[str], limit: int = 5) -> str:

@@ -3,9 +3,10 @@
 Rendered from the results JSON alone (`RunResult.to_json`), so `parity report` rebuilds the same
 bytes from a saved run. Top: the verdict, a cases x adapters matrix with one mark per stage, and
 each adapter's first divergence grouped by cause. Per case: the stage table with the command that
-reproduces each row, the template and token diffs, embedding heatmaps and per-token errors, the
-sigma schedules, the per-step (and per-block) denoise errors, and a metric table. Last: the
-environment, tolerances and warnings.
+reproduces each row, then each stage's own view in pipeline order (its partial under
+templates/stages/, fed by `Stage.view` from the results' typed details: the template and token
+diffs, embedding heatmaps, the sigma schedules, the per-step and per-block denoise errors), and a
+metric table. Last: the environment, tolerances and warnings.
 
 A run in the other mode can be overlaid on the per-step curves: pass its JSON in `companions`,
 or store it in the results under "companions" (a list of run JSON objects).
@@ -19,27 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from parity.outputs import atomic_write_bytes
-from parity.report import diffs, plots, tables
-
-STATUS_MARK = {
-    "match": ("✓", "match"),
-    "declared": ("≈", "declared divergence"),
-    "unexpected": ("✗", "unexpected divergence"),
-    "declared-but-matches": ("!", "declared divergence that no longer happens"),
-    "unsupported": ("–", "not supported"),
-}
-# Worst first: what a matrix cell is coloured by.
-SEVERITY = ["unexpected", "declared-but-matches", "declared", "match", "unsupported"]
-DIVERGENT = ("declared", "unexpected")
-# Detail keys the report draws instead of dumping (and that would bloat the raw view).
-DRAWN_KEYS = {
-    "aligned", "diff_heatmap", "obtained_text", "expected_text", "per_row_max_abs", "blocks",
-    "model_out_max_abs", "latents_max_abs", "obtained_sigmas", "expected_sigmas", "obtained_model_t",
-    "expected_model_t", "spans",
-}
+from parity.compare.records import Record
+from parity.core.files import atomic_write_bytes
+from parity.core.status import DIVERGENT, FAILING, MATCH, UNSUPPORTED
+from parity.drawing.marks import SEVERITY, STATUS_MARK, worst
+from parity.report.metrics_table import metrics_table
+from parity.stages import REGISTRY, STAGES, stage
+from parity.stages.base import Page
 
 
 def _environment() -> Environment:
@@ -48,13 +37,12 @@ def _environment() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        # A field a partial reads that its record lacks is an error, not a blank cell.
+        undefined=StrictUndefined,
     )
     env.globals["STATUS_MARK"] = STATUS_MARK
+    env.globals["SEVERITY"] = SEVERITY
     return env
-
-
-def worst(statuses: Sequence[str]) -> str:
-    return min(statuses, key=SEVERITY.index) if statuses else "unsupported"
 
 
 def reproduce(data: dict[str, Any], case: str, adapter: str | None = None, stage: str | None = None,
@@ -79,105 +67,86 @@ def reproduce(data: dict[str, Any], case: str, adapter: str | None = None, stage
     return shlex.join(args)
 
 
-def _raw(detail: dict[str, Any]) -> str:
+def _raw(r: dict[str, Any]) -> str:
     """The detail without what the report draws, as indented JSON."""
-    return json.dumps({k: v for k, v in detail.items() if k not in DRAWN_KEYS}, indent=1, ensure_ascii=False)
+    drawn = stage(r["stage"]).drawn
+    detail = _typed(r).to_json()
+    return json.dumps({k: v for k, v in detail.items() if k not in drawn}, indent=1, ensure_ascii=False)
 
 
-def _grouped(items: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
-    """(adapter, status, view) items with equal views merged: [{"adapters", "status", "view"}]."""
-    groups: dict[str, dict[str, Any]] = {}
-    for adapter, status, view in items:
-        key = json.dumps(view, sort_keys=True, default=str)
-        group = groups.setdefault(key, {"adapters": [], "statuses": [], "view": view})
-        group["adapters"].append(adapter)
-        group["statuses"].append(status)
-    return [{"adapters": g["adapters"], "status": worst(g["statuses"]), "view": g["view"]} for g in groups.values()]
+def _typed(r: dict[str, Any]) -> Record | None:
+    """A result's detail as its stage's record (None for a result that compared nothing)."""
+    return stage(r["stage"]).detail.from_json(r["detail"], "detail") if r.get("detail") else None
 
 
-def _companion_index(companions: Sequence[dict[str, Any]], mode: str) -> dict[tuple[str, str, str], dict]:
+def _companion_index(companions: Sequence[dict[str, Any]], mode: str) -> dict[tuple[str, str, str], Record]:
     """(case, adapter, stage) -> detail, from runs made in the other mode."""
-    index: dict[tuple[str, str, str], dict] = {}
+    index: dict[tuple[str, str, str], Record] = {}
     for run in companions:
         if run.get("mode") == mode:
             continue
         for r in run.get("results", []):
-            if r.get("detail"):
-                index[(r["case"], r["adapter"], r["stage"])] = r["detail"]
+            detail = _typed(r)
+            if detail is not None:
+                index[(r["case"], r["adapter"], r["stage"])] = detail
     return index
 
 
 def _case_view(
-    data: dict[str, Any], case: str, index: int, rows: dict[str, list[dict]], other: dict[tuple[str, str, str], dict]
+    data: dict[str, Any], case: str, index: int, rows: dict[str, list[dict]],
+    other: dict[tuple[str, str, str], Record],
 ) -> dict[str, Any]:
     adapters = data["adapters"]
     results = [r for a in adapters for r in rows.get(a, [])]
-    by_stage: dict[str, list[dict]] = {}
-    for r in results:
-        by_stage.setdefault(r["stage"], []).append(r)
-
     table = []
     for a in adapters:
         mine = rows.get(a, [])
-        if mine and all(r["status"] == "unsupported" for r in mine):
+        if mine and all(r["status"] == UNSUPPORTED for r in mine):
             table.append({"adapter": a, "kind": "unsupported", "reason": mine[0].get("reason", ""),
                           "command": reproduce(data, case, a)})
             continue
-        if mine and all(r["status"] == "match" for r in mine):
+        if mine and all(r["status"] == MATCH for r in mine):
             table.append({"adapter": a, "kind": "match", "stages": [r["stage"] for r in mine],
                           "command": reproduce(data, case, a)})
             continue
         table.append({"adapter": a, "kind": "rows", "rows": [
             {
                 **r,
-                "raw": _raw(r["detail"]) if r.get("detail") and r["status"] != "match" else None,
+                "raw": _raw(r) if r.get("detail") and r["status"] != MATCH else None,
                 "command": reproduce(data, case, a, r["stage"],
-                                     blocks=r["stage"] == "denoise" and r["status"] in DIVERGENT),
+                                     blocks=stage(r["stage"]).traces_blocks and r["status"] in DIVERGENT),
             }
             for r in mine
         ]})
-
-    def live(stage: str) -> list[dict]:
-        return [r for r in by_stage.get(stage, []) if r["status"] != "unsupported" and r.get("detail")]
-
-    template_diffs = _grouped([
-        (r["adapter"], r["status"], view) for r in live("template") if (view := diffs.template_diff(r["detail"]))
-    ])
-    token_diffs = _grouped([
-        (r["adapter"], r["status"], view) for r in live("tokens") if (view := diffs.token_rows(r["detail"]))
-    ])
-    embedded = [(r["adapter"], r["detail"]) for r in live("embeddings") if r["detail"].get("diff_heatmap")]
-    schedules = [r for r in live("schedule") if r["detail"].get("expected_sigmas")]
-    schedule_plot = None
-    if schedules:
-        schedule_plot = plots.schedule_figure(
-            schedules[0]["detail"]["expected_sigmas"],
-            [(r["adapter"], r["detail"]["obtained_sigmas"]) for r in schedules],
-            adapters,
-        )
-    denoise = [
-        (r["adapter"], r["detail"], other.get((case, r["adapter"], "denoise")))
-        for r in live("denoise") if r["detail"].get("model_out_max_abs") is not None
-    ]
-    blocks = [(r["adapter"], r["detail"]) for r in live("denoise") if r["detail"].get("blocks")]
-    blocks_unavailable = [r["adapter"] for r in live("denoise") if r["detail"].get("blocks_unavailable")]
+    # (adapter, status, typed detail) of every result that compared something, by stage.
+    live: dict[str, list[tuple[str, str, Record]]] = {}
+    for r in results:
+        detail = _typed(r) if r["status"] != UNSUPPORTED else None
+        if detail is not None:
+            live.setdefault(r["stage"], []).append((r["adapter"], r["status"], detail))
+    stage_views = []
+    metric_rows = []
+    for s in REGISTRY:
+        found = live.get(s.name, [])
+        page = Page(adapters, data.get("mode", "free"), data["references"].get(case, "?"),
+                    {a: d for (c, a, name), d in other.items() if c == case and name == s.name})
+        view = s.view(found, page)
+        if view is not None:
+            stage_views.append({"partial": s.partial, "view": view})
+        metric_rows += [(a, status, row) for a, status, d in found for row in s.metric_rows(d)]
+    # Pipeline order, then adapter; a stage's rows in the order it gives them.
+    order: dict[str, int] = {}
+    for _, _, row in metric_rows:
+        order.setdefault(row.compared, len(order))
+    metric_rows.sort(key=lambda item: (order[item[2].compared], item[0]))
     return {
         "id": case,
         "anchor": f"case-{index}",
         "reference": data["references"].get(case, "?"),
         "statuses": [r["status"] for r in results],
         "table": table,
-        "template_diffs": template_diffs,
-        "token_diffs": token_diffs,
-        "embeddings_plot": plots.embeddings_figure(embedded, adapters) if embedded else None,
-        "embedded": [a for a, _ in embedded],
-        "schedule_plot": schedule_plot,
-        "denoise_plot": plots.denoise_figure(denoise, adapters, data.get("mode", "free")) if denoise else None,
-        "denoise_has_companion": any(c is not None for _, _, c in denoise),
-        "blocks_plot": plots.blocks_figure(blocks, adapters) if blocks else None,
-        "blocks_unavailable": blocks_unavailable,
-        "denoise_divergent": [r["adapter"] for r in live("denoise") if r["status"] in DIVERGENT],
-        "metrics": tables.metrics_table(results),
+        "stage_views": stage_views,
+        "metrics": metrics_table(metric_rows),
         "command": reproduce(data, case),
     }
 
@@ -198,7 +167,7 @@ def _first_divergences(data: dict[str, Any], first: dict[tuple[str, str], dict |
         group["references"].add(data["references"].get(case, "?"))
     ordered = sorted(groups.values(), key=lambda g: (SEVERITY.index(g["status"]), g["adapter"],
                                                      data["stages"].index(g["stage"]) if g["stage"] in data["stages"]
-                                                     else 99))
+                                                     else len(STAGES)))
     for g in ordered:
         g["references"] = sorted(g["references"])
     return ordered
@@ -207,10 +176,11 @@ def _first_divergences(data: dict[str, Any], first: dict[tuple[str, str], dict |
 def _tolerances(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for r in results:
-        evidence = (r.get("detail") or {}).get("tolerance_evidence")
-        if evidence:
-            key = json.dumps([r["stage"], evidence], sort_keys=True)
-            seen.setdefault(key, {"stage": r["stage"], **evidence})
+        detail = _typed(r)
+        evidence = stage(r["stage"]).evidence(detail) if detail is not None else None
+        if evidence is not None:
+            key = json.dumps([r["stage"], evidence.to_json()], sort_keys=True)
+            seen.setdefault(key, {"stage": r["stage"], **evidence.to_json()})
     return sorted(seen.values(), key=lambda t: (t["stage"], t["tolerance"]["atol"]))
 
 
@@ -231,9 +201,9 @@ def render_html(data: dict[str, Any], companions: Sequence[dict[str, Any]] = ())
         for n, case in enumerate(cases, 1)
     ]
     failures = [
-        {**r, "command": reproduce(data, r["case"], r["adapter"], r["stage"], blocks=r["stage"] == "denoise")}
+        {**r, "command": reproduce(data, r["case"], r["adapter"], r["stage"], blocks=stage(r["stage"]).traces_blocks)}
         for r in results
-        if r["status"] in ("unexpected", "declared-but-matches")
+        if r["status"] in FAILING
     ]
     return _environment().get_template("report.html.j2").render(
         data=data,

@@ -1,0 +1,1 @@
+"""Comparators and their records: exact text and token ids, numeric tensors under a tolerance."""

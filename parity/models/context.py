@@ -1,0 +1,124 @@
+"""Shared, lazily built resources every adapter in one run uses: one tokenizer, one text encoder,
+one copy of the DiT weights.
+
+Building them once and handing the same objects to every adapter is what keeps K adapters from
+costing K copies of the weights. When the device cannot hold the text encoder and the DiT at once,
+the runner encodes every case first and then `make_room_for_dit` drops the encoder.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from parity.core.errors import InputError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+GIB = 2**30
+
+
+def available_devices() -> list[str]:
+    """The devices this torch can run on here, spelled as `--device` takes them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: str) -> None:
+    """InputError naming `device` and the devices here unless this torch can run on it: checked once,
+    before anything is built, where a missing device would otherwise fail mid-run in torch."""
+    here = f"available here: {', '.join(available_devices())}"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device name torch knows; {here}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; {here}")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"--device {device}: this torch sees {count} CUDA device(s); {here}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no MPS device; {here}")
+    elif parsed.type != "cpu":
+        raise InputError(f"--device {device}: parity runs on cpu, cuda or mps; {here}")
+
+
+@dataclass
+class Context:
+    checkpoint: Path | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    cache_dir: Path | None = field(default=None)
+    # Set once the text encoder made way for the DiT: loading it again would hold both.
+    released_text_encoder: bool = False
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The checkpoint's `tokenizer/`, else the reference one (a ComfyUI checkpoint has none; ComfyUI
+        bundles its own copy of the Qwen vocabulary, identical to the reference since 2025-12-01)."""
+        from parity.core.tokenizer import load_tokenizer
+
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            from parity.models.checkpoint import detect
+
+            if detect(checkpoint).kind == "comfyui":
+                checkpoint = None
+        return load_tokenizer(checkpoint, cache_dir=self.cache_dir)
+
+    @cached_property
+    def text_encoder(self) -> torch.nn.Module:
+        from parity.models.text_encoder_weights import load_text_encoder
+
+        return load_text_encoder(self.checkpoint, device=self.device, dtype=DTYPES[self.dtype])
+
+    @cached_property
+    def dit_config(self) -> dict:
+        """The DiT's config in the diffusers `ZImageTransformer2DModel` format."""
+        from parity.models.dit_weights import load_dit_config
+
+        return load_dit_config(self.checkpoint)
+
+    @cached_property
+    def dit_state_dict(self) -> dict[str, torch.Tensor]:
+        """One copy of the DiT weights (diffusers key layout, run dtype) that every adapter shares."""
+        from parity.models.dit_weights import load_dit_state_dict
+
+        state = load_dit_state_dict(self.checkpoint)
+        return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def make_room_for_dit(self) -> str | None:
+        """Drop the text encoder if it is loaded, the DiT is not, and the device cannot hold the DiT
+        beside it; say so in a line (None: nothing done). A later text stage would load it again."""
+        from parity.core.memory import available_bytes, is_short, weight_bytes
+        from parity.models.dit_weights import expected_shapes
+
+        if "text_encoder" not in self.__dict__ or "dit_state_dict" in self.__dict__:
+            return None
+        needed = weight_bytes(expected_shapes(self.dit_config), self.torch_dtype)
+        available = available_bytes(self.device)
+        if not is_short(needed, available):
+            return None
+        del self.__dict__["text_encoder"]
+        self.released_text_encoder = True
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        return (
+            f"memory: the DiT needs {needed / GIB:.1f} GiB and {self.device} has {available / GIB:.1f} GiB "
+            "free; the text encoder was released (every text stage has run)"
+        )

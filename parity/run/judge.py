@@ -1,0 +1,301 @@
+"""Cases x adapters x stages: run each adapter, compare each stage with the golden fixture.
+
+Free-running: every adapter consumes its own upstream output, so errors accumulate as users see
+them. Teacher-forced: every adapter consumes the reference's upstream output from the fixture,
+so each stage shows only the error it adds itself. The first stage whose comparison fails is the
+pair's first divergence.
+
+Expectations declare where a divergence starts. Free-running, a stage that fails only because an
+upstream stage diverged inherits that verdict (declared or not) and says so; teacher-forced,
+every stage stands on its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from parity.core.errors import InputError
+from parity.core.paths import inside
+from parity.core.status import DECLARED, FAILING, MATCH, STALE, UNEXPECTED, UNSUPPORTED
+from parity.golden.expectations import Expectations
+from parity.golden.store import FixtureStore
+from parity.models.context import Context
+from parity.models.environment import environment
+from parity.run.execute import Executed, execute, without
+from parity.run.results import CrossCheck, RunResult, StageResult
+from parity.stages import REGISTRY, STAGES, check, notices, upstream
+from parity.stages import stage as stage_named
+from parity.stages.outputs import StageOutputs, write_outputs
+from parity.suite.adapter import Adapter, Unsupported
+from parity.suite.cases import Case
+
+# What can move numbers between the machine that recorded a fixture and this one.
+_COMPARED_ENVIRONMENT = ("torch", "machine", "device", "threads", "deterministic_algorithms")
+
+
+def environment_differences(entry: dict[str, Any] | None, here: dict[str, Any]) -> list[str]:
+    recorded = ((entry or {}).get("provenance") or {}).get("environment") or {}
+    return [
+        f"fixtures were recorded with {key}={recorded[key]!r}; this run has {key}={here.get(key)!r}"
+        for key in _COMPARED_ENVIRONMENT
+        if key in recorded and recorded[key] != here.get(key)
+    ]
+
+
+def to_stderr(line: str) -> None:
+    """Where progress lines go unless a caller says otherwise."""
+    print(line, file=sys.stderr)
+
+
+def case_line(n: int, total: int, case: str, statuses: list[str], seconds: float) -> str:
+    """The progress line a finished case prints."""
+    return (
+        f"[{n}/{total}] {case}: {statuses.count(MATCH)} match, {statuses.count(DECLARED)} declared, "
+        f"{sum(s in FAILING for s in statuses)} unexpected ({seconds:.1f}s)"
+    )
+
+
+def pick_reference(case: Case, references: dict[str, Adapter], override: str | None) -> str:
+    """The named reference, or the highest-priority reference that supports the case."""
+    ranked = [override] if override else sorted(references, key=lambda n: type(references[n]).reference_priority)
+    for name in ranked:
+        try:
+            references[name].check_supported(case)
+        except Unsupported:
+            continue
+        return name
+    raise InputError(f"case {case.id!r}: no reference implementation supports it ({', '.join(ranked)} tried)")
+
+
+def produce(adapter: Adapter, case: Case) -> StageOutputs:
+    """Every stage `adapter` can run on `case`, free-running: what a golden fixture stores."""
+    outputs, skipped = execute(adapter, case, case.stages[-1])
+    outputs.meta["skipped"] = skipped
+    return outputs
+
+
+class Runner:
+    def __init__(
+        self,
+        context: Context,
+        adapters: dict[str, Adapter],
+        references: dict[str, Adapter],
+        store: FixtureStore,
+        expectations: Expectations,
+        stages: tuple[str, ...] = STAGES,
+        mode: str = "free",
+        reference: str | None = None,
+        dump: Path | None = None,
+        blocks: bool = False,
+        progress: Callable[[str], None] = to_stderr,
+    ) -> None:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise InputError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+        if mode not in ("free", "forced"):
+            raise InputError(f"mode must be 'free' or 'forced', not {mode!r}")
+        if reference is not None and reference not in references:
+            raise InputError(f"unknown reference {reference!r} (references: {', '.join(sorted(references))})")
+        self.context, self.adapters, self.references, self.store = context, adapters, references, store
+        self.expectations, self.stages, self.mode = expectations, stages, mode
+        self.reference, self.dump, self.progress = reference, dump, progress
+        self.blocks = blocks
+
+    def run(self, cases: list[Case]) -> RunResult:
+        start = time.perf_counter()
+        references = {c.id: pick_reference(c, self.references, self.reference) for c in cases}
+        goldens = {c.id: self.store.load(c, references[c.id]) for c in cases}
+        here = environment(self.context)
+        warnings = sorted(
+            {
+                line
+                for c in cases
+                for line in environment_differences(self.store.entry(c.id, references[c.id]), here)
+            }
+        )
+        for line in warnings:
+            self.progress(f"warning: {line}")
+        results: list[StageResult] = []
+        cross: list[CrossCheck] = []
+        encoded = self._encode_all(cases, goldens)
+        truncated = self._notices(encoded)
+        for line in truncated:
+            self.progress(f"warning: {line}")
+        warnings = sorted({*warnings, *truncated})
+        if any(stage_named(s).uses_dit for c in cases for s in self._wanted(c)):
+            note = self.context.make_room_for_dit()
+            if note is not None:
+                self.progress(note)
+        for n, case in enumerate(cases, 1):
+            t = time.perf_counter()
+            stored = {r: self.store.load(case, r) for r in self.store.references_for(case.id)}
+            cross.extend(self._fixtures_against_each_other(case, stored))
+            for name, adapter in self.adapters.items():
+                pair, obtained = self._run_pair(case, name, adapter, goldens[case.id], encoded.get((case.id, name)))
+                results.extend(pair)
+                cross.extend(self._against_every_reference(case, name, obtained, stored))
+            statuses = [r.status for r in results if r.case == case.id]
+            self.progress(case_line(n, len(cases), case.id, statuses, time.perf_counter() - t))
+        return RunResult(
+            mode=self.mode,
+            references=references,
+            adapters=list(self.adapters),
+            stages=list(self.stages),
+            results=results,
+            environment=here,
+            seconds=time.perf_counter() - start,
+            warnings=warnings,
+            cross=cross,
+            fixtures={
+                self.store.key(c.id, references[c.id]): self.store.entry(c.id, references[c.id]) for c in cases
+            },
+        )
+
+    def _wanted(self, case: Case) -> list[str]:
+        return [s for s in self.stages if s in case.stages]
+
+    def _notices(self, encoded: dict[tuple[str, str], Executed]) -> list[str]:
+        """What the stages say a comparison cannot show (a prompt every implementation cuts alike
+        compares equal, so only this says it happened), a line each."""
+        return [
+            line
+            for (case, name), (outputs, _) in encoded.items()
+            for line in notices(self.context.tokenizer, case, name, outputs.records)
+        ]
+
+    def _encode_all(self, cases: list[Case], goldens: dict[str, StageOutputs]) -> dict[tuple[str, str], Executed]:
+        """Every stage before the first DiT stage, for every case and adapter, before any DiT stage runs,
+        so the text encoder is needed only up to here (and can make way for the DiT)."""
+        before_dit = STAGES[: next((n for n, s in enumerate(REGISTRY) if s.uses_dit), len(REGISTRY))]
+        encoded: dict[tuple[str, str], Executed] = {}
+        for case in cases:
+            wanted = self._wanted(case)
+            if not wanted or not before_dit:
+                continue
+            last = before_dit[min(STAGES.index(max(wanted, key=STAGES.index)), len(before_dit) - 1)]
+            feed = goldens[case.id] if self.mode == "forced" else None
+            for name, adapter in self.adapters.items():
+                try:
+                    adapter.check_supported(case)
+                except Unsupported:
+                    continue
+                encoded[(case.id, name)] = execute(adapter, case, last, feed)
+        return encoded
+
+    def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):
+        for stage in self._wanted(case):
+            if outputs.get(stage) is None or stored.get(stage) is None:
+                continue
+            found = check(stage, outputs.get(stage), stored.get(stage), self.context, case.dtype)
+            yield CrossCheck(case.id, stage, name, reference, found.passed, found.summary)
+
+    def _against_every_reference(
+        self, case: Case, name: str, obtained: StageOutputs | None, stored: dict[str, StageOutputs]
+    ) -> list[CrossCheck]:
+        if obtained is None or self.mode == "forced":
+            return []
+        return [
+            c for reference, fixture in stored.items() for c in self._cross(case, name, obtained, reference, fixture)
+        ]
+
+    def _fixtures_against_each_other(self, case: Case, stored: dict[str, StageOutputs]) -> list[CrossCheck]:
+        """Stored references against each other, so a reference that drifts from the rest shows."""
+        return [
+            c
+            for a, fixture in stored.items()
+            for b, other in stored.items()
+            if a != b
+            for c in self._cross(case, f"{a} (fixture)", fixture, b, other)
+        ]
+
+    def _run_pair(
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, encoded: Executed | None
+    ) -> tuple[list[StageResult], StageOutputs | None]:
+        try:
+            adapter.check_supported(case)
+        except Unsupported as e:
+            return [
+                StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self._wanted(case)
+            ], None
+        feed = golden if self.mode == "forced" else None
+        wanted = self._wanted(case)
+        if not wanted:
+            return [], None
+        last = max(wanted, key=STAGES.index)
+        obtained, skipped = execute(adapter, case, last, feed, resume=encoded)
+        judged: dict[str, StageResult] = {}
+        for stage_of in REGISTRY[: STAGES.index(last) + 1]:
+            stage = stage_of.name
+            if stage in skipped:
+                judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "not supported", skipped[stage])
+                continue
+            if golden.get(stage) is None:
+                reference = golden.meta.get("adapter", "the reference")
+                why = golden.meta.get("skipped", {}).get(stage, "no output recorded")
+                mine = obtained.get(stage)
+                shown = stage_of.describe(mine) if mine is not None else "nothing to compare with"
+                judged[stage] = StageResult(
+                    case.id, name, stage, UNSUPPORTED, f"no reference: {shown}", f"{reference}: {why}",
+                )
+                continue
+            diverged_upstream = None
+            if self.mode == "free":
+                diverged_upstream = next(
+                    (judged[u] for u in upstream(stage) if u in judged and judged[u].status in (DECLARED, UNEXPECTED)),
+                    None,
+                )
+            tracer = _Tracer(self, case, adapter, golden, (obtained, skipped), stage)
+            judged[stage] = self._judge(case, name, stage, obtained, golden, diverged_upstream, tracer)
+        if self.dump is not None:
+            write_outputs(inside(self.dump, case.id), name, obtained)
+        return [judged[s] for s in STAGES if s in wanted], obtained
+
+    def _judge(
+        self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,
+        upstream: StageResult | None, tracer: _Tracer,
+    ) -> StageResult:
+        found = check(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
+        found = stage_named(stage).trace(found, tracer)
+        declared = self.expectations.declared(case.id, name, stage, self.mode)
+        if not found.passed and declared is None and upstream is not None:
+            reason = f"follows from the {upstream.stage} divergence"
+            return StageResult(case.id, name, stage, upstream.status, found.summary, reason, found.detail)
+        outcomes = {(True, False): MATCH, (True, True): STALE, (False, True): DECLARED, (False, False): UNEXPECTED}
+        status = outcomes[(found.passed, declared is not None)]
+        reason = declared.reason if declared else ""
+        return StageResult(case.id, name, stage, status, found.summary, reason, found.detail)
+
+
+class _Tracer:
+    """The reruns a stage's `trace` hook may ask for, for one (case, adapter, stage): the stages before
+    it are reused, not rerun.
+
+    `own`: the adapter's run as it went (its own upstream, or the fixture's when forced). `pair`: the
+    adapter and the live reference, both teacher-forced on the fixture (whose outputs stand in for
+    the stages before), so the blocks compared saw identical inputs; None unless `--blocks` asked
+    for it and the case's reference runs here and is not the adapter itself.
+    """
+
+    def __init__(
+        self, runner: Runner, case: Case, adapter: Adapter, golden: StageOutputs, executed: Executed, stage: str
+    ) -> None:
+        self.runner, self.case, self.adapter, self.golden = runner, case, adapter, golden
+        self.executed, self.stage = executed, stage
+
+    def own(self, steps: tuple[int, ...]) -> Any:
+        feed = self.golden if self.runner.mode == "forced" else None
+        rerun, _ = execute(self.adapter, self.case, self.stage, feed, steps, without(self.executed, self.stage))
+        return rerun.get(self.stage)
+
+    def pair(self, steps: tuple[int, ...]) -> tuple[Any, Any] | None:
+        reference = self.runner.references.get(str(self.golden.meta.get("adapter")))
+        if not self.runner.blocks or reference is None or reference is self.adapter:
+            return None
+        start = without((self.golden, {}), self.stage)
+        theirs, _ = execute(reference, self.case, self.stage, self.golden, steps, start)
+        ours, _ = execute(self.adapter, self.case, self.stage, self.golden, steps, start)
+        return ours.get(self.stage), theirs.get(self.stage)
