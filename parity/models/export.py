@@ -48,7 +48,7 @@ from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_
 from parity.models.deterministic import uniform
 from parity.models.dit_weights import TINY_SEED, synthetic_dit_state_dict
 from parity.models.sizes import SIZES, ModelSize
-from parity.models.text_encoder_weights import build_synthetic_text_encoder
+from parity.models.text_encoder_weights import LM_PREFIX, build_synthetic_text_encoder
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
 # The sizes save_pretrained takes as text (diffusers and transformers both hand them to
@@ -75,7 +75,6 @@ TINY_VAE_CONFIG = dict(
     use_post_quant_conv=False,
     mid_block_add_attention=True,
 )
-COMFYUI_TEXT_ENCODER_PREFIX = "model."
 
 
 def comfyui_files(size: str) -> tuple[Path, Path]:
@@ -209,7 +208,7 @@ def export_comfyui(out_dir: Path, size: str = "tiny") -> ComfyUIExport:
     dit = diffusers_to_comfyui(synthetic_dit_state_dict(model.dit))
     dit[COMFYUI_PREFIX + UNUSED_COMFYUI_KEY] = torch.ones(model.dit["dim"])
     encoder = build_synthetic_text_encoder(Qwen3Config(**model.text_encoder)).state_dict()
-    text_encoder = {COMFYUI_TEXT_ENCODER_PREFIX + name: value for name, value in encoder.items()}
+    text_encoder = {LM_PREFIX + name: value for name, value in encoder.items()}
     dit_file, text_encoder_file = comfyui_files(size)
     with _atomic_folder(out_dir) as staging:
         for relative, state in ((dit_file, dit), (text_encoder_file, text_encoder)):
