@@ -22,7 +22,6 @@ from parity.compare.records import Count, Record, optional
 from parity.compare.tolerances import SAMPLING_PROBE, Evidence, StageTolerance, Tolerance
 from parity.core.noise import shared_noise
 from parity.core.status import DIVERGENT
-from parity.drawing import plots
 from parity.models.context import Context
 from parity.stages.base import Page, Records, Stage, StageCheck, TensorRule, Tracer
 from parity.stages.embeddings import Embeddings
@@ -307,6 +306,8 @@ class DenoiseStage(Stage):
         return rows
 
     def view(self, rows: list[tuple[str, str, DenoiseDetail]], page: Page) -> dict[str, Any] | None:
+        from parity.drawing import plots  # matplotlib costs every command 0.4 s to import; only a report draws
+
         if not rows:
             return None
         curves = [(a, d, page.companion.get(a)) for a, _, d in rows if d.model_out_max_abs is not None]

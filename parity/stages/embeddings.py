@@ -19,7 +19,6 @@ from parity.compare.metrics import MetricRow, numeric_row
 from parity.compare.numeric import Heatmap, NumericDiff, compare_numeric, diff_heatmap
 from parity.compare.records import Count, optional
 from parity.compare.tolerances import PADDING_PROBE, Evidence, StageTolerance, Tolerance
-from parity.drawing import plots
 from parity.models.context import Context
 from parity.stages.base import Page, Records, Stage, StageCheck, TensorRule
 
@@ -137,6 +136,8 @@ class EmbeddingsStage(Stage):
         return [numeric_row("embeddings (valid rows)", detail)]
 
     def view(self, rows: list[tuple[str, str, EmbeddingsDetail]], page: Page) -> dict[str, Any] | None:
+        from parity.drawing import plots  # matplotlib costs every command 0.4 s to import; only a report draws
+
         drawn = [(a, d) for a, _, d in rows if d.diff_heatmap is not None]
         if not drawn:
             return None
