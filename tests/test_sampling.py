@@ -11,7 +11,7 @@ Where expectations come from (never from what the code under test printed):
   draw cast to bf16; its fp32 Euler step);
 - ComfyUI's `comfy/ldm/common_dit.py:pad_to_patch_size`: `F.pad(img, (0, pad_w, 0, pad_h),
   mode="circular")`, the DiT output then cropped back to the latent's size;
-- the tolerance of parity/compare/tolerances.py for ("denoise", "fp32"), read at test time.
+- the denoise stage's fp32 tolerance (parity/stages/denoise.py), read at test time.
 """
 
 from __future__ import annotations
