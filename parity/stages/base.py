@@ -3,8 +3,9 @@
 A stage module (template.py, tokens.py, ...) holds everything about its stage: the record an
 adapter returns, how the adapter is called, the tensors and strings it is stored as (dumps and
 fixtures alike), its check with a typed detail record, its tolerance and its report view. The
-runner, the fixture store, the regen, the results file, the report and the Markdown tables iterate
-the registry (parity/stages/__init__.py) and call these methods; none of them names a stage.
+runner, the fixture store, the regen, the results file and the report iterate the registry
+(parity/stages/__init__.py) and call these methods; none of them names a stage. (The analysis
+probes do: each observes one stage on purpose.)
 
 A stage is called with an adapter (`parity.suite.adapter.Adapter`) and a case (`parity.suite.cases.Case`),
 typed `Any` here: both are built on this package (the adapter interface returns the stages' records,
