@@ -3,6 +3,7 @@ an error that names it, and each stage's typed detail survives the results file 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,6 +50,7 @@ def test_each_stage_declares_what_the_harness_reads():
         for key, rule in {**s.tensors, **s.tensor_families}.items():
             assert key.split(".")[0] in s.records, key
             assert rule.partner in s.tensors, key
+        assert all(key.split(".")[0] in s.records for key in s.strings), s.strings
         assert s.drawn <= {f for f in s.detail.__dataclass_fields__}, s.name
 
 
@@ -85,6 +87,17 @@ def test_each_detail_reads_back_from_its_json_as_it_was(name: str, seed: int):
     for a, b in ((ours, theirs), (theirs, theirs)):
         detail = stage(name).check(a, b, CONTEXT, "fp32").detail
         assert stage(name).detail.from_json(detail.to_json()).to_json() == detail.to_json()
+
+
+def test_what_only_tracing_sets_and_a_shape_mismatch_read_back_too():
+    detail = stage("denoise").check(*_pair("denoise", 0), CONTEXT, "fp32").detail
+    traced = replace(detail, blocks_step=1, blocks_unavailable="not here", first_nonfinite_block="layers.0")
+    assert DenoiseDetail.from_json(traced.to_json()) == traced
+    ours, theirs = _pair("denoise", 0)
+    other = Denoise(ours.model_out[:, :1], ours.latents[:, :1])
+    mismatch = stage("denoise").check(other, theirs, CONTEXT, "fp32").detail
+    assert mismatch.to_json() == {"shape_mismatch": True}
+    assert DenoiseDetail.from_json(mismatch.to_json()) == mismatch
 
 
 def test_a_detail_with_a_key_its_record_lacks_is_refused_with_its_path():

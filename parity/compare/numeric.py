@@ -71,8 +71,6 @@ class NumericDiff(Record):
     rows_per_entry: Positive
     passed: bool
 
-    comes_with = (("shape_mismatch", "obtained_shape"), ("shape_mismatch", "expected_shape"))
-
     def summary(self) -> str:
         tol = f"atol={self.tolerance.atol:.3g} rtol={self.tolerance.rtol:.3g}"
         shapes = f"shape {self.obtained_shape} vs expected {self.expected_shape}"

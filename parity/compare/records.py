@@ -9,7 +9,7 @@ of the first bad value (`Malformed`), never read half-way.
 
 Annotations understood: `bool`, `int` (and `Count`, `Positive`), `float` (finite) and `Real` (any
 float, NaN included: values an implementation computed, written as they came), `str`, `Any`,
-`X | None`, `tuple[X, ...]`, `tuple[X, Y, ...]` (a fixed-length list), `list[X]`, `dict[str, X]` and other records.
+`X | None`, `tuple[X, ...]`, fixed-length `tuple[X, Y, Z]`, `list[X]`, `dict[str, X]` and other records.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def json_kind(value: Any) -> str:
     return kinds.get(type(value), "an object")
 
 
-def optional(default: Any = None) -> Any:
-    """A field left out of the JSON while it is None (and read as `default` when absent)."""
-    return field(default=default, metadata={"optional": True})
+def optional() -> Any:
+    """A field left out of the JSON while it is None (and read as None when absent)."""
+    return field(default=None, metadata={"optional": True})
 
 
 def plain(value: Any, keep_non_finite: bool = False) -> Any:
@@ -107,7 +107,9 @@ def read(kind: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         rest = [a for a in args if a is not type(None)]
-        return read(rest[0] if len(rest) == 1 else Union[tuple(rest)], value, where)  # noqa: UP007
+        if len(rest) != 1:
+            raise TypeError(f"a record field may be one type or None, not {kind}")
+        return read(rest[0], value, where)
     if origin in (tuple, list):
         if not isinstance(value, list):
             raise Malformed(where, f"must be a list, got {json_kind(value)}")
@@ -126,7 +128,7 @@ def read(kind: Any, value: Any, where: str) -> Any:
     what, ok = _SCALARS[kind]
     if not ok(value):
         raise Malformed(where, f"must be {what}, got {json_kind(value)}")
-    return float(value) if kind is float and not isinstance(value, bool) else value
+    return float(value) if kind is float else value
 
 
 @dataclass(frozen=True)

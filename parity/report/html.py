@@ -37,7 +37,7 @@ def _environment() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
-        # A field a partial reads that its record lacks is an error, not a blank cell.
+        # A value a partial reads that its view (or a record in it) lacks is an error, not a blank cell.
         undefined=StrictUndefined,
     )
     env.globals["STATUS_MARK"] = STATUS_MARK
@@ -128,7 +128,7 @@ def _case_view(
     metric_rows = []
     for s in REGISTRY:
         found = live.get(s.name, [])
-        page = Page(adapters, data.get("mode", "free"), data["references"].get(case, "?"),
+        page = Page(adapters, data.get("mode", "free"),
                     {a: d for (c, a, name), d in other.items() if c == case and name == s.name})
         view = s.view(found, page)
         if view is not None:

@@ -37,7 +37,7 @@ def execute(
         out = StageOutputs(meta={"adapter": adapter.name, "versions": adapter.versions(), "case": case.id})
         skipped: dict[str, str] = {}
     else:
-        out, skipped = resume[0].without(), dict(resume[1])
+        out, skipped = resume[0].copy(), dict(resume[1])
     source = feed or out
     for stage in REGISTRY[: STAGES.index(upto) + 1]:
         if stage.name not in case.stages and not any(stage.name in upstream(s) for s in case.stages):

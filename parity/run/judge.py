@@ -20,7 +20,7 @@ from typing import Any
 
 from parity.core.errors import InputError
 from parity.core.paths import inside
-from parity.core.status import DECLARED, FAILING, MATCH, STALE, UNEXPECTED, UNSUPPORTED
+from parity.core.status import DECLARED, DIVERGENT, FAILING, MATCH, STALE, UNEXPECTED, UNSUPPORTED
 from parity.golden.expectations import Expectations
 from parity.golden.store import FixtureStore
 from parity.models.context import Context
@@ -228,8 +228,8 @@ class Runner:
         last = max(wanted, key=STAGES.index)
         obtained, skipped = execute(adapter, case, last, feed, resume=encoded)
         judged: dict[str, StageResult] = {}
-        for stage_of in REGISTRY[: STAGES.index(last) + 1]:
-            stage = stage_of.name
+        for current in REGISTRY[: STAGES.index(last) + 1]:
+            stage = current.name
             if stage in skipped:
                 judged[stage] = StageResult(case.id, name, stage, UNSUPPORTED, "not supported", skipped[stage])
                 continue
@@ -237,7 +237,7 @@ class Runner:
                 reference = golden.meta.get("adapter", "the reference")
                 why = golden.meta.get("skipped", {}).get(stage, "no output recorded")
                 mine = obtained.get(stage)
-                shown = stage_of.describe(mine) if mine is not None else "nothing to compare with"
+                shown = current.describe(mine) if mine is not None else "nothing to compare with"
                 judged[stage] = StageResult(
                     case.id, name, stage, UNSUPPORTED, f"no reference: {shown}", f"{reference}: {why}",
                 )
@@ -245,7 +245,7 @@ class Runner:
             diverged_upstream = None
             if self.mode == "free":
                 diverged_upstream = next(
-                    (judged[u] for u in upstream(stage) if u in judged and judged[u].status in (DECLARED, UNEXPECTED)),
+                    (judged[u] for u in upstream(stage) if u in judged and judged[u].status in DIVERGENT),
                     None,
                 )
             tracer = _Tracer(self, case, adapter, golden, (obtained, skipped), stage)
@@ -256,14 +256,14 @@ class Runner:
 
     def _judge(
         self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,
-        upstream: StageResult | None, tracer: _Tracer,
+        diverged: StageResult | None, tracer: _Tracer,
     ) -> StageResult:
         found = check(stage, obtained.get(stage), golden.get(stage), self.context, case.dtype)
         found = stage_named(stage).trace(found, tracer)
         declared = self.expectations.declared(case.id, name, stage, self.mode)
-        if not found.passed and declared is None and upstream is not None:
-            reason = f"follows from the {upstream.stage} divergence"
-            return StageResult(case.id, name, stage, upstream.status, found.summary, reason, found.detail)
+        if not found.passed and declared is None and diverged is not None:
+            reason = f"follows from the {diverged.stage} divergence"
+            return StageResult(case.id, name, stage, diverged.status, found.summary, reason, found.detail)
         outcomes = {(True, False): MATCH, (True, True): STALE, (False, True): DECLARED, (False, False): UNEXPECTED}
         status = outcomes[(found.passed, declared is not None)]
         reason = declared.reason if declared else ""

@@ -91,7 +91,8 @@ class RunResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
-        """A result read back from `to_json` (a shard's results file, say); KeyError or TypeError if it is not one."""
+        """A result read back from `to_json` (a shard's results file, say): read it through
+        `results_file.check_results` first, which refuses anything else with one line."""
         return cls(
             mode=data["mode"],
             references=data["references"],

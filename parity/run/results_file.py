@@ -138,14 +138,6 @@ def _anything(value: Any, where: str) -> None:
     """Free-form values (environment, fixture provenance) that the report only prints as JSON."""
 
 
-def _nullable(check: Check) -> Check:
-    def nullable(value: Any, where: str) -> None:
-        if value is not None:
-            check(value, where)
-
-    return nullable
-
-
 def _list_of(check: Check) -> Check:
     def each(value: Any, where: str) -> None:
         if not isinstance(value, list):
@@ -179,12 +171,10 @@ def _record(
     required: Mapping[str, Check],
     optional: Mapping[str, Check] | None = None,
     closed: bool = False,
-    requires: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Check:
     """An object with `required` keys and maybe `optional` ones, each value checked; `closed` refuses
-    other keys; `requires` maps a key to the keys that must come with it."""
+    other keys."""
     optional = optional or {}
-    requires = requires or {}
 
     def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
@@ -198,9 +188,6 @@ def _record(
                 rule(item, at(where, key))
             elif closed:
                 raise Malformed(where, f"unknown key {shown(key)}")
-            for needed in requires.get(key, ()):
-                if needed not in value:
-                    raise Malformed(where, f"missing key {needed!r} (it comes with {key!r})")
 
     return check
 

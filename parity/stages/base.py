@@ -67,7 +67,6 @@ class Page:
 
     adapters: list[str]
     mode: str
-    reference: str
     # (adapter) -> this stage's detail from a run in the other mode, where the results hold one.
     companion: Mapping[str, Record]
 
@@ -86,6 +85,8 @@ class Stage(ABC):
     # Stored tensors by key, and key prefixes of tensor families (per-block captures).
     tensors: ClassVar[Mapping[str, TensorRule]] = {}
     tensor_families: ClassVar[Mapping[str, TensorRule]] = {}
+    # Stored strings (in the JSON beside the tensors), each checked to be one.
+    strings: ClassVar[tuple[str, ...]] = ()
     # The report partial under parity/report/templates/, and the detail fields it draws (the raw
     # view leaves them out).
     partial: ClassVar[str | None] = None

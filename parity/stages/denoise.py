@@ -125,7 +125,7 @@ def _first_nonfinite_step(values: torch.Tensor) -> int | None:
 
 def _blocks(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], tol: Tolerance) -> dict[str, NumericDiff]:
     return {
-        name.split(".", 2)[2] if name.startswith("step.") else name: compare_numeric(ours[name], value, tol)
+        name.split(".", 2)[2]: compare_numeric(ours[name], value, tol)
         for name, value in theirs.items()
         if name in ours
     }
@@ -274,8 +274,8 @@ class DenoiseStage(Stage):
         if first is not None:
             summary = f"{check.summary}; at step {step} (teacher-forced) first divergent block: {first}"
         else:
-            summary = f"{check.summary}; teacher-forced, every block at step {step} agrees: the divergence comes from "
-            summary += "upstream"
+            summary = f"{check.summary}; teacher-forced, every block at step {step} agrees: the divergence comes"
+            summary += " from upstream"
         return replace(check, summary=summary,
                        detail=replace(detail, blocks_step=step, blocks=blocks, first_divergent_block=first))
 

@@ -60,7 +60,13 @@ class StageOutputs:
             self.records[name] = value
 
     def put(self, records: dict[str, Any]) -> None:
+        unknown = [name for name in records if name not in RECORDS]
+        if unknown:
+            raise TypeError(f"no stage produces a {unknown[0]!r} record (records: {', '.join(RECORDS)})")
         self.records.update({k: v for k, v in records.items() if v is not None})
+
+    def copy(self) -> StageOutputs:
+        return self.without()
 
     def with_meta(self, extra: dict[str, Any]) -> StageOutputs:
         """A copy with `extra` added to its metadata."""
@@ -129,12 +135,13 @@ def _text(value: Any) -> bool:
 
 
 def _check_strings(strings: Any, where: str) -> None:
-    """The JSON side: an object, its `template.text` a string, its `meta` an object whose keys the runner
-    reads (adapter, case, skipped, versions) hold strings."""
+    """The JSON side: an object, each string a stage stores a string, its `meta` an object whose keys the
+    runner reads (adapter, case, skipped, versions) hold strings."""
     if not isinstance(strings, dict):
         raise InputError(f"{where}: must be an object, got {json_kind(strings)}")
-    if "template.text" in strings and not _text(strings["template.text"]):
-        raise InputError(f"{where}: template.text: must be a string, got {json_kind(strings['template.text'])}")
+    for key in (key for s in REGISTRY for key in s.strings):
+        if key in strings and not _text(strings[key]):
+            raise InputError(f"{where}: {key}: must be a string, got {json_kind(strings[key])}")
     meta = strings.get("meta", {})
     if not isinstance(meta, dict):
         raise InputError(f"{where}: meta: must be an object, got {json_kind(meta)}")

@@ -59,6 +59,7 @@ class TemplateStage(Stage):
     name = "template"
     path = "text"
     records = ("template",)
+    strings = ("template.text",)
     detail = TemplateDetail
     partial = "stages/template.html.j2"
     drawn = frozenset({"obtained_text", "expected_text"})
