@@ -340,8 +340,9 @@ def _encoded(changes: dict[str, torch.Tensor | None] | None = None) -> tuple[byt
                            schedule=Schedule(torch.tensor([1.0, 0.0], dtype=torch.float64),
                                              torch.tensor([0.0], dtype=torch.float64)),
                            meta={"adapter": "ours"})
-    tensors = outputs.tensors() | (changes or {})
-    return save({k: v for k, v in tensors.items() if v is not None}), json.dumps(outputs.strings()).encode()
+    tensors, strings = outputs.stored()
+    tensors |= changes or {}
+    return save({k: v for k, v in tensors.items() if v is not None}), json.dumps(strings).encode()
 
 
 @pytest.mark.parametrize(("changes", "fragment"), [

@@ -125,7 +125,7 @@ def test_outputs_round_trip_through_their_stored_form():
     outputs.template = Template("other")
     assert outputs.get("template") == Template("other") and "template" not in vars(outputs)
     outputs.tokens = None
-    assert outputs.get("tokens") is None and "tokens.input_ids" not in outputs.tensors()
+    assert outputs.get("tokens") is None and "tokens.input_ids" not in outputs.stored()[0]
 
 
 def test_a_report_partial_reading_a_missing_field_is_an_error_not_a_blank():

@@ -8,7 +8,7 @@ with a "changed" flag); the Jinja template escapes every string when it writes t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from difflib import SequenceMatcher
 from typing import Any, Protocol
 
@@ -216,10 +216,13 @@ def token_rows(detail: TokenAlignment) -> dict[str, Any] | None:
     }
 
 
-def grouped(items: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
-    """(adapter, status, view) items with equal views merged: [{"adapters", "status", "view"}]."""
+def grouped(
+    rows: Iterable[tuple[str, str, Any]], view_of: Callable[[Any], dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """Each (adapter, status, detail)'s view, those with nothing to show left out and equal views merged:
+    [{"adapters", "status", "view"}]."""
     groups: dict[str, dict[str, Any]] = {}
-    for adapter, status, view in items:
+    for adapter, status, view in ((a, s, v) for a, s, d in rows if (v := view_of(d))):
         key = json.dumps(view, sort_keys=True, default=str)
         group = groups.setdefault(key, {"adapters": [], "statuses": [], "view": view})
         group["adapters"].append(adapter)

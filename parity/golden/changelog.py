@@ -11,10 +11,9 @@ from parity.stages.outputs import StageOutputs
 
 
 def _moves(old: StageOutputs, new: StageOutputs) -> list[str]:
-    old_s, new_s = old.strings(), new.strings()
+    (old_t, old_s), (new_t, new_s) = old.stored(), new.stored()
     keys = sorted((set(old_s) | set(new_s)) - {"meta"})
     lines = [f"{key} changed" for key in keys if old_s.get(key) != new_s.get(key)]
-    old_t, new_t = old.tensors(), new.tensors()
     for key in sorted(set(old_t) | set(new_t)):
         a, b = old_t.get(key), new_t.get(key)
         if a is None or b is None:

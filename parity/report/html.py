@@ -70,7 +70,7 @@ def reproduce(data: dict[str, Any], case: str, adapter: str | None = None, stage
 def _raw(r: dict[str, Any]) -> str:
     """The detail without what the report draws, as indented JSON."""
     drawn = stage(r["stage"]).drawn
-    detail = _typed(r).to_json()
+    detail = r["typed"].to_json()
     return json.dumps({k: v for k, v in detail.items() if k not in drawn}, indent=1, ensure_ascii=False)
 
 
@@ -121,7 +121,7 @@ def _case_view(
     # (adapter, status, typed detail) of every result that compared something, by stage.
     live: dict[str, list[tuple[str, str, Record]]] = {}
     for r in results:
-        detail = _typed(r) if r["status"] != UNSUPPORTED else None
+        detail = r["typed"] if r["status"] != UNSUPPORTED else None
         if detail is not None:
             live.setdefault(r["stage"], []).append((r["adapter"], r["status"], detail))
     stage_views = []
@@ -176,7 +176,7 @@ def _first_divergences(data: dict[str, Any], first: dict[tuple[str, str], dict |
 def _tolerances(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for r in results:
-        detail = _typed(r)
+        detail = r["typed"]
         evidence = stage(r["stage"]).evidence(detail) if detail is not None else None
         if evidence is not None:
             key = json.dumps([r["stage"], evidence.to_json()], sort_keys=True)
@@ -185,7 +185,8 @@ def _tolerances(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def render_html(data: dict[str, Any], companions: Sequence[dict[str, Any]] = ()) -> str:
-    results = data["results"]
+    # Each detail read as its stage's record once; every view below reads that.
+    results = [{**r, "typed": _typed(r)} for r in data["results"]]
     cases = list(dict.fromkeys(r["case"] for r in results))
     anchors = {case: f"case-{n}" for n, case in enumerate(cases, 1)}
     cell: dict[tuple[str, str], list[dict]] = {}

@@ -96,8 +96,11 @@ class Stage(ABC):
     # Whether `parity run --blocks` adds anything to this stage's reproduce command.
     traces_blocks: ClassVar[bool] = False
 
+    # The numeric tolerance per dtype, each with its evidence; none for an exact stage.
+    tolerances: ClassVar[Mapping[str, StageTolerance]] = {}
+
     def tolerance(self, dtype: str) -> StageTolerance | None:
-        return None
+        return self.tolerances[dtype] if self.tolerances else None
 
     @abstractmethod
     def run(

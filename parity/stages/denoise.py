@@ -137,6 +137,7 @@ class DenoiseStage(Stage):
     inputs = ("embeddings", "schedule")
     records = ("denoise",)
     detail = DenoiseDetail
+    tolerances = TOLERANCES
     tensors: ClassVar[Mapping[str, TensorRule]] = {
         "denoise.model_out": TensorRule(None, 4, "denoise.latents"),
         "denoise.latents": TensorRule(None, 4, "denoise.model_out"),
@@ -146,9 +147,6 @@ class DenoiseStage(Stage):
     drawn = frozenset({"blocks", "model_out_max_abs", "latents_max_abs"})
     uses_dit = True
     traces_blocks = True
-
-    def tolerance(self, dtype: str) -> StageTolerance:
-        return TOLERANCES[dtype]
 
     def run(
         self, adapter: Any, case: Any, given: Records, feed: Records | None,

@@ -74,12 +74,10 @@ class EmbeddingsStage(Stage):
     inputs = ("tokens",)
     records = ("embeddings", "negative")
     detail = EmbeddingsDetail
+    tolerances = TOLERANCES
     tensors: ClassVar[Mapping[str, TensorRule]] = {**_pair("embeddings"), **_pair("negative")}
     partial = "stages/embeddings.html.j2"
     drawn = frozenset({"diff_heatmap", "per_row_max_abs"})
-
-    def tolerance(self, dtype: str) -> StageTolerance:
-        return TOLERANCES[dtype]
 
     def run(
         self, adapter: Any, case: Any, given: Records, feed: Records | None,

@@ -77,21 +77,22 @@ class StageOutputs:
         dropped = {r for s in REGISTRY if s.name in stages for r in s.records}
         return StageOutputs(dict(self.meta), **{k: v for k, v in self.records.items() if k not in dropped})
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v for s in REGISTRY for k, v in s.store(self.records)[0].items()}
-
-    def strings(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"meta": self.meta}
+    def stored(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The tensors and the strings (metadata included) every stage stores of these records."""
+        tensors: dict[str, torch.Tensor] = {}
+        strings: dict[str, Any] = {"meta": self.meta}
         for s in REGISTRY:
-            data |= s.store(self.records)[1]
-        return data
+            t, j = s.store(self.records)
+            tensors |= t
+            strings |= j
+        return tensors, strings
 
 
 def encode(outputs: StageOutputs) -> tuple[bytes, bytes]:
     """The (safetensors, json) bytes of `outputs`."""
-    tensors = save(outputs.tensors())
-    strings = json.dumps(outputs.strings(), indent=1, sort_keys=True, ensure_ascii=False).encode()
-    return tensors, strings + b"\n"
+    tensors, strings = outputs.stored()
+    text = json.dumps(strings, indent=1, sort_keys=True, ensure_ascii=False).encode()
+    return save(tensors), text + b"\n"
 
 
 def write_outputs(directory: Path, name: str, outputs: StageOutputs) -> tuple[Path, Path]:

@@ -16,13 +16,14 @@ from parity.compare.metrics import MetricRow, numeric_row
 from parity.compare.numeric import NumericDiff, compare_numeric
 from parity.compare.records import Real, Record
 from parity.compare.tolerances import Evidence, StageTolerance, Tolerance
-from parity.models.context import Context
+from parity.models.context import DTYPES, Context
 from parity.stages.base import Page, Records, Stage, StageCheck, TensorRule
 
 # Schedules are float32 arithmetic on values in [0, 1] (one ulp <= 6e-8) recorded as float64;
 # 1e-6 is ~16 ulps, far below the smallest real schedule difference (a bf16 cast: >= 1e-3). The
 # same in every dtype: the schedule is computed before the model's dtype comes in.
 TOLERANCE = StageTolerance(Tolerance(atol=1e-6, rtol=0.0), Evidence(6e-8, 16.0, "one float32 ulp at 1.0 (2**-24)"))
+TOLERANCES = dict.fromkeys(DTYPES, TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,13 @@ class ScheduleStage(Stage):
     path = "sampling"
     records = ("schedule",)
     detail = ScheduleDetail
+    tolerances = TOLERANCES
     tensors: ClassVar[Mapping[str, TensorRule]] = {
         "schedule.sigmas": TensorRule(torch.float64, 1, "schedule.model_t"),
         "schedule.model_t": TensorRule(torch.float64, 1, "schedule.sigmas"),
     }
     partial = "stages/schedule.html.j2"
     drawn = frozenset({"obtained_sigmas", "expected_sigmas", "obtained_model_t", "expected_model_t"})
-
-    def tolerance(self, dtype: str) -> StageTolerance:
-        return TOLERANCE
 
     def run(
         self, adapter: Any, case: Any, given: Records, feed: Records | None,

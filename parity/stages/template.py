@@ -83,8 +83,8 @@ class TemplateStage(Stage):
         return StageCheck(diff.equal, diff.summary(), TemplateDetail(**vars(diff), **window))
 
     def view(self, rows: list[tuple[str, str, TemplateDetail]], page: Page) -> dict[str, Any] | None:
-        found = [(a, status, view) for a, status, d in rows if (view := diffs.template_diff(d))]
-        return {"diffs": diffs.grouped(found)} if found else None
+        groups = diffs.grouped(rows, diffs.template_diff)
+        return {"diffs": groups} if groups else None
 
 
 TEMPLATE = TemplateStage()

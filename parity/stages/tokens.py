@@ -205,8 +205,8 @@ class TokensStage(Stage):
         return StageCheck(diff.equal, diff.summary(), TokensDetail(**vars(diff), **padding, **aligned))
 
     def view(self, rows: list[tuple[str, str, TokensDetail]], page: Page) -> dict[str, Any] | None:
-        found = [(a, status, view) for a, status, d in rows if (view := diffs.token_rows(d))]
-        return {"diffs": diffs.grouped(found)} if found else None
+        groups = diffs.grouped(rows, diffs.token_rows)
+        return {"diffs": groups} if groups else None
 
 
 TOKENS = TokensStage()
