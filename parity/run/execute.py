@@ -39,6 +39,7 @@ def execute(
     else:
         out, skipped = resume[0].copy(), dict(resume[1])
     source = feed or out
+    forced = feed.records if feed is not None else None
     for stage in REGISTRY[: STAGES.index(upto) + 1]:
         if stage.name not in case.stages and not any(stage.name in upstream(s) for s in case.stages):
             continue
@@ -50,7 +51,6 @@ def execute(
             skipped[stage.name] = f"needs the {missing[0]} stage, which {who} could not produce"
             continue
         try:
-            forced = feed.records if feed is not None else None
             out.put(stage.run(adapter, case, source.records, forced, capture_blocks))
         except Unsupported as e:
             skipped[stage.name] = str(e)
