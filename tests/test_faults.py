@@ -132,6 +132,16 @@ def test_a_temporary_manifest_left_behind_is_named_and_removed(tmp_path):
     assert not leftover.exists() and store.check_all() == []
 
 
+def test_a_store_named_by_a_relative_path_journals_the_absolute_temporary_paths(tmp_path, monkeypatch):
+    """`parity fixtures regen` from the project root names the store `fixtures`; the temporary files
+    it journals are absolute (mkstemp's), and are written in the journal relative to the root."""
+    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")
+    monkeypatch.chdir(tmp_path)
+    store = FixtureStore(Path("fixtures"))
+    store.journal.record(tmp_path / "fixtures" / "golden" / "short" / ".x.tmp")
+    assert store.journal.entries() == [Path("fixtures") / "golden" / "short" / ".x.tmp"]
+
+
 def test_a_temporary_manifest_no_regen_of_this_store_wrote_is_named_and_kept(tmp_path):
     shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")
     store = FixtureStore(tmp_path / "fixtures")

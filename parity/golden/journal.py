@@ -75,7 +75,8 @@ class Journal:
 
     def record(self, path: Path) -> None:
         """Make `path` durable in the journal before the caller writes it."""
-        line = str(path.relative_to(self.root)) + "\n"
+        # Resolved both: the temporary file's path is absolute (mkstemp's) where the root may not be.
+        line = str(path.resolve().relative_to(self.root.resolve())) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
