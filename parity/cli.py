@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="for each denoise divergence, rerun its first divergent step per block to name where it starts",
     )
     run.add_argument("--dump", type=Path, help="write every adapter's stage outputs under DIR/<case>/")
+    run.add_argument(
+        "--save-images", type=Path, metavar="DIR",
+        help="write each adapter's decoded image as DIR/<case>/<adapter>.png, and the golden fixture's as "
+        "<reference>.fixture.png (the run's own mode; with --with-forced, the free-running images)",
+    )
     run.add_argument("--report", type=Path, help="write the HTML report here")
     run.add_argument("--json", type=Path, help="write the machine-readable results here")
     run.add_argument(

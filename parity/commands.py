@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     plan = RunPlan(
         fixtures=args.fixtures, adapters=args.adapters, stages=tuple(args.stages) if args.stages else STAGES,
         mode=args.mode, with_forced=args.with_forced, reference=args.reference, dump=args.dump, blocks=args.blocks,
-        options=_options(args),
+        images=args.save_images, options=_options(args),
     )
     mine = shard.select(cases) if shard is not None else cases
     if args.jobs > 1 and mine:
@@ -230,6 +230,7 @@ def export(args: argparse.Namespace) -> int:
         files = export_comfyui(args.out, args.size)
         print(files.dit)
         print(files.text_encoder)
+        print(files.vae)
     return 0
 
 

@@ -357,6 +357,30 @@ def nan_in_the_model(ws: Workspace) -> Expect:
     return Expect(args, fragments, rc=1, stream="out")
 
 
+def vae_row(ws: Workspace, damage: str) -> Expect:
+    """A checkpoint whose VAE is unusable: one line naming it and exit 2, at the decode stage."""
+    folder = ws.checkpoint()
+    vae = folder / "vae"
+    weights, config = vae / "diffusion_pytorch_model.safetensors", vae / "config.json"
+    if damage == "missing":
+        shutil.rmtree(vae)
+        fragments: tuple[str, ...] = (str(folder), "vae/")
+    elif damage == "truncated":
+        data = weights.read_bytes()
+        replace(weights, data[: len(data) // 2])
+        fragments = (str(weights),)
+    elif damage == "another-model":
+        replace(weights, (folder / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes())
+        fragments = (str(weights),)
+    else:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        replace(config, json.dumps(settings | {"block_out_channels": [32, 64, 128, 256]}).encode())
+        # The config's widths need a shortcut the weights do not hold.
+        fragments = (str(weights), "lacks VAE decoder weights", "conv_shortcut")
+    args = ["run", "--cases", "turbo", "--adapters", "comfyui_style", "--fixtures", ws.fixtures, "--checkpoint", folder]
+    return Expect(args, fragments)
+
+
 # Deeper than the interpreter's recursion limit: json.loads raises RecursionError on it.
 NESTED = "[" * 100_000 + "]" * 100_000
 
@@ -865,6 +889,8 @@ ROWS = [
     pytest.param(jinja_in_an_inhouse_template, IN_PROCESS, id="jinja-in-inhouse-template-verbatim"),
     pytest.param(long_prompt, IN_PROCESS, id="prompt-200k-chars"),
     pytest.param(nan_in_the_model, IN_PROCESS, id="nan-weight"),
+    *(pytest.param(partial(vae_row, damage=d), IN_PROCESS, id=f"vae-{d}")
+      for d in ("missing", "truncated", "another-model", "config-disagrees")),
     pytest.param(results_unknown_status, IN_PROCESS, id="results-unknown-status"),
     pytest.param(results_missing_key, IN_PROCESS, id="results-missing-key"),
     pytest.param(results_wrong_type, IN_PROCESS, id="results-wrong-type"),

@@ -135,13 +135,19 @@ def test_the_schedule_is_the_published_8_step_one(live, live_bf16, which):
         assert torch.allclose(got.model_t * 1000, torch.tensor(FP32_TIME_8, dtype=torch.float64), atol=1e-4, rtol=0)
 
 
-def test_its_time_embedder_runs_in_bf16(live, live_bf16, turbo):
+def test_its_time_embedder_runs_in_bf16(live, live_bf16, turbo, monkeypatch):
     seen: list[torch.dtype] = []
 
     def record(_module, args):
         seen.append(args[0].dtype)
 
-    hook = live_bf16.dit().t_embedder.mlp.register_forward_pre_hook(record)
+    def kept(adapter):
+        # The adapter builds its DiT per call; the hooked one must be the one the run uses.
+        dit = adapter.dit()
+        monkeypatch.setattr(adapter, "dit", lambda: dit)
+        return dit
+
+    hook = kept(live_bf16).t_embedder.mlp.register_forward_pre_hook(record)
     try:
         run, skipped = execute(live_bf16, turbo, "denoise")
     finally:
@@ -151,7 +157,7 @@ def test_its_time_embedder_runs_in_bf16(live, live_bf16, turbo):
     # In an fp32 pipeline the sinusoid still reaches the time MLP in bf16, and the fp32 MLP refuses it:
     # the installed DiffSynth cannot sample in fp32, which the adapter reports instead of working around.
     seen.clear()
-    hook = live.dit().t_embedder.mlp.register_forward_pre_hook(record)
+    hook = kept(live).t_embedder.mlp.register_forward_pre_hook(record)
     try:
         run, skipped = execute(live, replace(turbo, dtype="fp32"), "denoise")
     finally:
@@ -204,3 +210,20 @@ def test_the_reimplementation_matches_the_installed_library_in_bf16(bf16, live_b
         assert torch.equal(ours.schedule.model_t, theirs.schedule.model_t)
         check = DENOISE.check(ours.denoise, theirs.denoise, None, "bf16")
         assert check.passed, check.summary
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_reimplemented_decode_is_the_installed_decoder_and_conversion(dtype):
+    """DiffSynth's own FluxVAEDecoder and vae_output_to_image on the shared weights, against the
+    re-implementation: the same saved image, the float image within the decode tolerance."""
+    from parity.stages.decode import DECODE
+
+    context = Context(dtype=dtype)
+    latent = torch.randn(1, 16, 16, 12, generator=torch.Generator().manual_seed(5))
+    live = DiffSynthLiveAdapter(context).decode(None, latent)
+    ours = DiffSynthStyleAdapter(context).decode(None, latent)
+    assert live.uint8.shape == (128, 96, 3)
+    assert torch.equal(live.uint8, ours.uint8)
+    torch.testing.assert_close(ours.image, live.image, atol=DECODE.tolerance(dtype).tolerance.atol, rtol=0)
+    # Truncation: the saved image is the float image's levels cut down, never rounded up.
+    assert torch.equal(live.uint8, (live.image.double() * 255 + 1e-6).floor().to(torch.uint8))

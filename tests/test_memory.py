@@ -1,7 +1,9 @@
-"""Bounded memory: the text encoder makes way for the DiT when the device cannot hold both.
+"""Bounded memory: the text encoder makes way for the DiT, and the DiT for the VAE, when the device
+cannot hold them together.
 
-The runner runs every stage before the denoise stage for every case first, so once the DiT is
-needed the text encoder never is again; these tests make memory "short" by reporting 1 byte free.
+The runner runs every case's text stages, then every case's denoise stage, then every case's decode
+stage, so once a model is needed the one before it never is again (but for a `--blocks` trace,
+which brings the DiT back); these tests make memory "short" by reporting 1 byte free.
 """
 
 from pathlib import Path
@@ -31,13 +33,20 @@ def run(context, cases, mode="free"):
     return runner.run(cases), lines
 
 
+MODELS = ("text_encoder", "dit_state_dict", "vae_state_dict")
+
+
 class WatchedContext(Context):
-    """Records which model each access asks for, in order."""
+    """Records which model each access asks for, in order, and any access made while two are loaded."""
 
     def __getattribute__(self, name):
-        if name in ("text_encoder", "dit_state_dict"):
-            object.__getattribute__(self, "__dict__").setdefault("_asked", []).append(name)
-        return object.__getattribute__(self, name)
+        value = object.__getattribute__(self, name)
+        if name in MODELS:
+            loaded = object.__getattribute__(self, "__dict__")
+            loaded.setdefault("_asked", []).append(name)
+            if sum(m in loaded for m in MODELS) > 1:
+                loaded.setdefault("_together", []).append(name)
+        return value
 
 
 @pytest.fixture
@@ -46,18 +55,19 @@ def cases(suite_cases):
 
 
 @pytest.mark.parametrize("mode", ["free", "forced"])
-def test_short_memory_releases_the_encoder_once_and_changes_no_result(cases, monkeypatch, mode):
+def test_short_memory_holds_one_model_at_a_time_and_changes_no_result(cases, monkeypatch, mode):
     plenty, _ = run(Context(), cases, mode)
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     context = WatchedContext()
     short, lines = run(context, cases, mode)
-    assert [line for line in lines if line.startswith("memory:")] == [
-        next(line for line in lines if "the text encoder was released" in line)
-    ]
+    released = [line.split("; released ")[1].split(" (")[0] for line in lines if line.startswith("memory:")]
+    # Each phase's model makes way for the next; a --blocks trace after the decode phase brings the DiT back.
+    assert released[:2] == ["the text encoder", "the DiT"] and set(released[2:]) <= {"the VAE"}
     asked = context.__dict__["_asked"]
-    first_dit = asked.index("dit_state_dict")
+    first_dit, first_vae = asked.index("dit_state_dict"), asked.index("vae_state_dict")
     assert "text_encoder" in asked[:first_dit] and "text_encoder" not in asked[first_dit:]
-    assert "text_encoder" not in context.__dict__
+    assert "dit_state_dict" in asked[first_dit:first_vae]
+    assert context.__dict__.get("_together", []) == []
     assert [r.__dict__ for r in short.results] == [r.__dict__ for r in plenty.results]
 
 
@@ -66,7 +76,7 @@ def test_plenty_of_memory_keeps_the_encoder(cases, monkeypatch):
     context = Context()
     _, lines = run(context, cases[:2])
     assert not any(line.startswith("memory:") for line in lines)
-    assert "text_encoder" in context.__dict__
+    assert all(m in context.__dict__ for m in MODELS)
 
 
 @pytest.mark.parametrize(
@@ -94,30 +104,25 @@ def test_stages_build_no_autograd_graph(suite_cases, name):
     assert not outputs.embeddings.hidden.requires_grad
 
 
-def test_both_modes_never_hold_the_encoder_beside_the_dit(cases, monkeypatch):
-    """`--with-forced` runs the forced mode's text stages after the free mode's DiT stages: a context
-    whose encoder made way for the DiT is replaced rather than loading the encoder beside the DiT."""
+def test_both_modes_never_hold_two_models_at_once(cases, monkeypatch):
+    """`--with-forced` runs the forced mode's text stages after the free mode's decode stages: a context
+    whose models made way is replaced rather than loading the encoder beside the others."""
     from parity.run import plan as suite
     from parity.run.plan import Options, RunPlan, Suite
 
-    both_at_once: list[str] = []
+    contexts: list[WatchedContext] = []
 
-    class OneModelAtATime(Context):
-        def __getattribute__(self, name):
-            value = object.__getattribute__(self, name)
-            if name in ("text_encoder", "dit_state_dict"):
-                loaded = object.__getattribute__(self, "__dict__")
-                if "text_encoder" in loaded and "dit_state_dict" in loaded:
-                    both_at_once.append(name)
-            return value
+    def watched(*args, **kwargs):
+        contexts.append(WatchedContext(*args, **kwargs))
+        return contexts[-1]
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
-    monkeypatch.setattr(suite, "Context", OneModelAtATime)
+    monkeypatch.setattr(suite, "Context", watched)
     plan = RunPlan(fixtures=ROOT / "fixtures", adapters=list(ADAPTERS), stages=STAGES, mode="free",
                    with_forced=True, reference=None, dump=None, blocks=False, options=Options())
     run_suite = Suite(plan, progress=lambda line: None)
     short = [run_suite.run(cases, mode) for mode in plan.modes]
-    assert both_at_once == []
+    assert contexts and all(c.__dict__.get("_together", []) == [] for c in contexts)
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2**50)
     plenty_suite = Suite(plan, progress=lambda line: None)
     plenty = [plenty_suite.run(cases, mode) for mode in plan.modes]

@@ -17,6 +17,7 @@ from parity.compare.records import Malformed
 from parity.core.errors import InputError
 from parity.report.html import _environment
 from parity.stages import REGISTRY, STAGES, check, stage, upstream
+from parity.stages.decode import Decoded
 from parity.stages.denoise import Denoise, DenoiseDetail
 from parity.stages.embeddings import Embeddings
 from parity.stages.outputs import StageOutputs, decode, encode
@@ -29,8 +30,9 @@ CONTEXT = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids: f"<{ids[0
 
 
 def test_an_unknown_stage_is_an_error_that_names_it():
-    with pytest.raises(InputError, match=r"unknown stage 'decode' \(known: template, tokens, embeddings"):
-        stage("decode")
+    known = r"\(known: template, tokens, embeddings, schedule, denoise, decode\)"
+    with pytest.raises(InputError, match=r"unknown stage 'upscale' " + known):
+        stage("upscale")
 
 
 def test_each_stage_consumes_only_stages_before_it():
@@ -72,6 +74,10 @@ def _pair(name: str, seed: int):
     if name == "schedule":
         sigmas = torch.tensor([1.0, 0.7, 0.3, 0.0], dtype=torch.float64)
         return Schedule(sigmas * 0.99, 1 - sigmas[:-1]), Schedule(sigmas, 1 - sigmas[:-1])
+    if name == "decode":
+        image = torch.rand(4, 5, 3, generator=g)
+        wobble = (image + 3e-3 * torch.randn(4, 5, 3, generator=g)).clamp(0, 1)
+        return Decoded(wobble, (wobble * 255).to(torch.uint8)), Decoded(image, (image * 255).round().to(torch.uint8))
     model_out, latents = torch.randn(3, 2, 2, 2, generator=g), torch.randn(4, 2, 2, 2, generator=g)
     blocks = {f"step.1.layers.{k}": torch.randn(1, 4, 6, generator=g) for k in range(2)}
     drift = torch.tensor([0.0, 1e-2, 2e-2]).reshape(3, 1, 1, 1)
@@ -118,10 +124,10 @@ def test_outputs_round_trip_through_their_stored_form():
     back = decode(*encode(outputs), "here")
     assert encode(back) == encode(outputs)
     assert back.tokens.attended == [7, 1, 2, 9, 9, 3]
-    with pytest.raises(KeyError, match="no stage produces a 'decode' record"):
-        outputs.get("decode")
-    with pytest.raises(TypeError, match="no stage produces a 'decode' record"):
-        StageOutputs(decode=1)
+    with pytest.raises(KeyError, match="no stage produces a 'upscale' record"):
+        outputs.get("upscale")
+    with pytest.raises(TypeError, match="no stage produces a 'upscale' record"):
+        StageOutputs(upscale=1)
     outputs.template = Template("other")
     assert outputs.get("template") == Template("other") and "template" not in vars(outputs)
     outputs.tokens = None

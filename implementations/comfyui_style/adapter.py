@@ -18,7 +18,7 @@ What ComfyUI does differently from diffusers and DiffSynth, top to bottom:
   and its mask are handed on and nothing is removed (the DiT receives the mask only if it has zeros).
 
 The encode path is `text.py`. Sampling is ComfyUI's KSampler (euler, simple) on its own DiT layout:
-`schedule.py`, `sampler.py`, `dit_variant.py`.
+`schedule.py`, `sampler.py`, `dit_variant.py`; decoding is `VAEDecode` and `SaveImage`: `decode.py`.
 
 ComfyUI bundles its own Qwen vocabulary and config (`comfy/text_encoders/qwen25_tokenizer/`) rather
 than a checkpoint's `tokenizer/`; since 2025-12-01 it matches Qwen3's, so the shared tokenizer
@@ -35,6 +35,7 @@ from typing import ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
+from implementations.comfyui_style.decode import ComfyDecoder
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
 from implementations.comfyui_style.sampler import ComfySampler
 from implementations.comfyui_style.schedule import comfyui_schedule
@@ -66,7 +67,7 @@ def _richer_than_a_prompt(case: Case) -> str | None:
     return next((name for name, is_set in fields.items() if is_set), None)
 
 
-class ComfyUIStyleAdapter(ComfySampler, Adapter):
+class ComfyUIStyleAdapter(ComfySampler, ComfyDecoder, Adapter):
     name: ClassVar[str] = "comfyui_style"
     summary: ClassVar[str] = "stock ComfyUI's Z-Image text path (CLIPTextEncode), re-implemented"
 

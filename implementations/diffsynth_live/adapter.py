@@ -18,7 +18,9 @@ shared models, calls it, and observes what it does:
   that wrapper, which the loop stores as its latents. The starting latent comes in through our own
   pipeline instance's `generate_noise` (DiffSynth has no `latents=` argument), the given prompt
   embeddings through a unit that replaces the prompt unit in our instance's unit list, and the
-  loop ends at decode: a stand-in `vae_decoder` stops the call, as there is no latent output type.
+  loop ends at decode: a stand-in `vae_decoder` stops the call, as there is no latent output type;
+- decode: the pipeline's own steps after its loop, on its `vae_decoder` (DiffSynth's
+  `FluxVAEDecoder` over the shared weights, `vae.py`) and its `vae_output_to_image`.
 
 How the pipeline is put together (DiffSynth's loader identifies models by a hash of their keys and
 shapes, so it does not recognise the tiny models): `ZImagePipeline(device, torch_dtype)` with the
@@ -48,12 +50,15 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import transformers
 
 from implementations.diffsynth_live import library
+from implementations.diffsynth_live.vae import diffsynth_vae_decoder
 from implementations.zimage.dit_capture import capture_blocks
 from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
+from parity.stages.decode import Decoded
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.schedule import Schedule
 from parity.suite.adapter import Adapter, Unsupported
@@ -129,10 +134,6 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
     # It needs the references environment; elsewhere every row would read "not supported".
     in_default_run: ClassVar[bool] = False
 
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        self._dit: torch.nn.Module | None = None
-
     # The installed library and the pipeline
 
     @classmethod
@@ -161,14 +162,12 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
         return {k: v for k, v in self.context.dit_config.items() if not k.startswith("_")}
 
     def dit(self) -> torch.nn.Module:
-        """DiffSynth's `ZImageDiT` holding the shared DiT weights (assigned, not copied)."""
-        if self._dit is None:
-            lib = self._library()
-            with torch.device("meta"):
-                model = lib.ZImageDiT(**self._dit_config())
-            model.load_state_dict(self.context.dit_state_dict, strict=True, assign=True)
-            self._dit = model.eval()
-        return self._dit
+        """DiffSynth's `ZImageDiT` holding the shared DiT weights (assigned, not copied). Built per call,
+        not kept: a kept module would hold the weights after the context lets them go."""
+        with torch.device("meta"):
+            model = self._library().ZImageDiT(**self._dit_config())
+        model.load_state_dict(self.context.dit_state_dict, strict=True, assign=True)
+        return model.eval()
 
     def _unit(self, pipe: Any, kind: type) -> Any:
         return next(unit for unit in pipe.units if isinstance(unit, kind))
@@ -373,6 +372,19 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
 
         pipe.model_fn = capturing_model_fn
         return blocks
+
+    def decode(self, case: Case, latent: torch.Tensor) -> Decoded:
+        """What `ZImagePipeline.__call__` does after its loop, on our pipeline instance: the latent in
+        the pipeline's dtype through its `vae_decoder`, then its `vae_output_to_image` (the saved
+        image). The float image is that function's last float values, `((x + 1) * 255 / 2).clip(0, 255)`
+        in the decoder's dtype, over 255."""
+        pipe = self._pipeline(None)
+        pipe.vae_decoder = diffsynth_vae_decoder(self._library(), self.context)
+        pipe.load_models_to_device(["vae_decoder"])
+        out = pipe.vae_decoder(latent.to(dtype=pipe.torch_dtype, device=pipe.device))
+        saved = torch.from_numpy(np.asarray(pipe.vae_output_to_image(out)).copy())
+        levels = ((out[0].permute(1, 2, 0) + 1) * (255 / 2)).clip(0, 255).float().cpu()
+        return Decoded((levels / 255).contiguous(), saved)
 
     def versions(self) -> dict[str, str]:
         return {"diffsynth": library.installed_version() or "not installed", "transformers": transformers.__version__}

@@ -44,8 +44,10 @@ def installed_version() -> str | None:
 def load() -> SimpleNamespace:
     """The pieces of diffsynth this adapter drives (ImportError when it is not installed)."""
     from diffsynth.core.attention import attention
+    from diffsynth.models.flux_vae import FluxVAEDecoder
     from diffsynth.models.z_image_dit import ZImageDiT
     from diffsynth.pipelines import z_image
+    from diffsynth.utils.state_dict_converters.flux_vae import FluxVAEDecoderStateDictConverterDiffusers
 
     if attention.ATTENTION_IMPLEMENTATION != ATTENTION_BACKEND:
         raise RuntimeError(
@@ -55,6 +57,8 @@ def load() -> SimpleNamespace:
     return SimpleNamespace(
         ZImagePipeline=z_image.ZImagePipeline,
         ZImageDiT=ZImageDiT,
+        FluxVAEDecoder=FluxVAEDecoder,
+        VAEDecoderConverter=FluxVAEDecoderStateDictConverterDiffusers,
         PromptEmbedder=z_image.ZImageUnit_PromptEmbedder,
         ShapeChecker=z_image.ZImageUnit_ShapeChecker,
         NoiseInitializer=z_image.ZImageUnit_NoiseInitializer,

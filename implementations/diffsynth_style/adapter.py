@@ -6,7 +6,8 @@ What it does, top to bottom, and how that compares with diffusers:
 - `hidden_states[-2]` with the attention mask, then only masked-in rows are kept.
 For the text stages that is the diffusers path exactly; its differences begin at the sampler
 (`schedule.py`, `sampler.py`): the timestep cast to the pipeline dtype before `1000 - t`, a time
-embedder that always runs in bf16, its own noise, latents kept in the pipeline dtype.
+embedder that always runs in bf16, its own noise, latents kept in the pipeline dtype; and at the
+end its decoder's casts and a truncating uint8 conversion (`decode.py`).
 DiffSynth takes a batch of one prompt and nothing else, so anything richer is unsupported.
 `diffsynth_style_fp32_time` is the same path with the bf16 time embedder switched off, to show
 that the cast is the whole difference.
@@ -25,6 +26,7 @@ from typing import ClassVar
 
 import torch
 
+from implementations.diffsynth_style.decode import diffsynth_decode
 from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.diffsynth_style.sampler import diffsynth_noise, diffsynth_sample
 from implementations.diffsynth_style.schedule import diffsynth_schedule
@@ -32,6 +34,7 @@ from implementations.zimage.chat import render_chat, tokenize_padded
 from implementations.zimage.dit import DiTVariant
 from implementations.zimage.shared_dit import shared_dit
 from implementations.zimage.text_encoding import gathered, penultimate_hidden
+from parity.stages.decode import Decoded
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.embeddings import Embeddings
 from parity.stages.schedule import Schedule
@@ -69,6 +72,9 @@ class DiffSynthStyleAdapter(Adapter):
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         dit = shared_dit(self.context, self.variant)
         return diffsynth_sample(dit, inputs, case.cfg, self.context.torch_dtype)
+
+    def decode(self, case: Case, latent: torch.Tensor) -> Decoded:
+        return diffsynth_decode(self.context, latent)
 
 
 class DiffSynthFp32TimeAdapter(DiffSynthStyleAdapter):

@@ -5,6 +5,8 @@ Nothing here re-implements diffusers; the harness calls the real pipeline and ob
 - tokens: a forward hook on the text encoder records the ids and mask diffusers passes in;
 - embeddings: the list of masked-in rows `encode_prompt` returns;
 - schedule: the installed scheduler, set up the way the installed pipeline sets it up;
+- decode: the pipeline's own steps after its loop, on the installed `AutoencoderKL` and the
+  pipeline's `image_processor` (tests/test_decode.py checks them against a whole pipeline call);
 - denoise: one real `pipeline(...)` call with `output_type="latent"`. The velocity each step
   applies is what the pipeline hands `scheduler.step` (recorded by wrapping that bound method on
   our own scheduler instance); each step's result is read in `callback_on_step_end`, which is
@@ -21,13 +23,15 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 import diffusers
+import numpy as np
 import torch
 import transformers
-from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 
 from implementations.diffusers_live.schedule import diffusers_schedule
 from implementations.zimage.dit_capture import capture_blocks
 from implementations.zimage.observed_text import ObservedText, ObservedTextStages, recording_encoder_inputs
+from parity.stages.decode import Decoded
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.schedule import Schedule
 from parity.suite.adapter import Adapter, Unsupported
@@ -76,10 +80,6 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
     reference_priority: ClassVar[int | None] = 0
     text_call: ClassVar[str] = "encode_prompt"
 
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        self._transformer: ZImageTransformer2DModel | None = None
-
     def check_supported(self, case: Case) -> None:
         if not case.is_plain_prompt:
             raise Unsupported("ZImagePipeline takes a single user prompt only")
@@ -115,23 +115,35 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
         return pipe.prepare_latents(1, 16, case.height, case.width, torch.float32, torch.device("cpu"), generator)
 
     def transformer(self) -> ZImageTransformer2DModel:
-        """The installed transformer class holding the shared weights (assigned, not copied)."""
-        if self._transformer is None:
-            config = {k: v for k, v in self.context.dit_config.items() if not k.startswith("_")}
-            with torch.device("meta"):
-                model = ZImageTransformer2DModel(**config)
-            model.load_state_dict(self.context.dit_state_dict, assign=True)
-            self._transformer = model.eval()
-        return self._transformer
+        """The installed transformer class holding the shared weights (assigned, not copied). Built per
+        call, not kept: a kept module would hold the weights after the context lets them go."""
+        config = {k: v for k, v in self.context.dit_config.items() if not k.startswith("_")}
+        with torch.device("meta"):
+            model = ZImageTransformer2DModel(**config)
+        model.load_state_dict(self.context.dit_state_dict, assign=True)
+        return model.eval()
+
+    def vae(self) -> AutoencoderKL:
+        """The installed `AutoencoderKL` holding the shared decoder weights (assigned, not copied; its
+        encoder, never run, stays on the meta device). Built per call, as the transformer is."""
+        config = {k: v for k, v in self.context.vae_config.items() if not k.startswith("_")}
+        with torch.device("meta"):
+            model = AutoencoderKL(**config)
+        # `vae.dtype`, which the pipeline casts the latent to, is its first parameter's: an encoder weight.
+        model.encoder.to(self.context.torch_dtype)
+        missing, unexpected = model.load_state_dict(self.context.vae_state_dict, strict=False, assign=True)
+        not_encoder = [k for k in missing if not k.startswith(("encoder.", "quant_conv."))]
+        if not_encoder or unexpected:
+            raise RuntimeError(f"the VAE weights do not fit AutoencoderKL: {(not_encoder or unexpected)[0]}")
+        return model.eval()
 
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         own = self.schedule(case)
         if not torch.equal(inputs.schedule.sigmas.double(), own.sigmas):
             raise Unsupported("the pipeline computes its own schedule; it cannot take another one")
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=case.shift)
-        pipe = ZImagePipeline(
-            scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None, transformer=self.transformer()
-        )
+        transformer = self.transformer()
+        pipe = ZImagePipeline(scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None, transformer=transformer)
         pipe.set_progress_bar_config(disable=True)
         velocities: list[torch.Tensor] = []
         results: list[torch.Tensor] = []
@@ -154,7 +166,7 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
         guided = case.cfg > 1 and inputs.negative is not None
         if guided and inputs.capture_blocks:
             raise Unsupported("with guidance on the pipeline runs both passes as one batch: no per-block capture")
-        capture = _StepCapture(self.transformer(), inputs.capture_blocks)
+        capture = _StepCapture(transformer, inputs.capture_blocks)
         try:
             with torch.inference_mode(), capture.active():
                 pipe(
@@ -176,6 +188,21 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
         return Denoise(
             model_out=torch.cat(velocities), latents=torch.cat([start.float(), *results]), blocks=capture.blocks or None
         )
+
+    def decode(self, case: Case, latent: torch.Tensor) -> Decoded:
+        """What `ZImagePipeline.__call__` does after its loop, on its own components: the latent cast
+        to the VAE's dtype, then unscaled with the VAE config's factors, `vae.decode`, and the
+        pipeline's `image_processor`: `postprocess` to a float array (the float image), then its
+        `numpy_to_pil`, which rounds (the saved image)."""
+        vae = self.vae()
+        pipe = ZImagePipeline(scheduler=None, vae=vae, text_encoder=None, tokenizer=None, transformer=None)
+        latents = latent.to(device=self.context.device, dtype=vae.dtype)
+        latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
+        with torch.inference_mode():
+            image = vae.decode(latents, return_dict=False)[0]
+        array = pipe.image_processor.postprocess(image, output_type="np")
+        saved = pipe.image_processor.numpy_to_pil(array)[0]
+        return Decoded(torch.from_numpy(array[0].copy()), torch.from_numpy(np.asarray(saved).copy()))
 
     def versions(self) -> dict[str, str]:
         return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}

@@ -12,7 +12,8 @@ What it does differently from the references (diffusers / DiffSynth), top to bot
 - Tokens. The string goes through ComfyUI's encode path (`comfyui_style/text.py`): `\\(` unescaped,
   ` embedding:` references split out, no padding, no truncation at 512.
 - Sampling. The pack adds no sampler: its conditioning goes into ComfyUI's KSampler
-  (`comfyui_style/sampler.py`), so from the schedule on it is stock ComfyUI.
+  (`comfyui_style/sampler.py`) and its images through ComfyUI's `VAEDecode` and `SaveImage`
+  (`comfyui_style/decode.py`), so from the schedule on it is stock ComfyUI.
 - Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
   masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
   prompt, this changes no numbers, only the hand-off.
@@ -25,6 +26,7 @@ from typing import ClassVar
 
 # The pack runs on ComfyUI: its encode path and sampler are ComfyUI's.
 from implementations.comfyui_style import text as comfyui_text
+from implementations.comfyui_style.decode import ComfyDecoder
 from implementations.comfyui_style.sampler import ComfySampler
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
@@ -38,7 +40,7 @@ from parity.suite.cases import Case
 FILTER_PADDING_DEFAULT = True
 
 
-class InHouseAdapter(ComfySampler, Adapter):
+class InHouseAdapter(ComfySampler, ComfyDecoder, Adapter):
     name: ClassVar[str] = "inhouse"
     summary: ClassVar[str] = "the ComfyUI node pack QwenImageWanBridge 2.9.12, on ComfyUI's encode path"
     templates_dir: ClassVar[Path] = TEMPLATES_DIR

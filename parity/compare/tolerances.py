@@ -32,4 +32,5 @@ class StageTolerance(Record):
 
 # Where the evidence of the numeric stages' tolerances was measured.
 SAMPLING_PROBE = "re-implementations vs the installed diffusers transformer, tiny DiT, fixtures/cases/sampling.toml"
+VAE_PROBE = "tiny Flux VAE: 1x1-conv against linear attention, unscale before against after the cast, 4-8 latents"
 PADDING_PROBE = "tiny text encoder, ids unpadded vs right-padded to 512 with mask, L in {5,11,60,300,511}"

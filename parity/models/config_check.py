@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffusers import ZImageTransformer2DModel
+from diffusers import AutoencoderKL, ZImageTransformer2DModel
 
 from parity.core.errors import InputError, shown
 
@@ -32,6 +32,17 @@ DIT_DEFAULTS: dict[str, Any] = {
 DIT_SIZES = ("in_channels", "dim", "n_layers", "n_refiner_layers", "n_heads", "n_kv_heads", "cap_feat_dim")
 DIT_SIZE_LISTS = ("all_patch_size", "all_f_patch_size", "axes_dims", "axes_lens")
 DIT_NUMBERS = ("norm_eps", "rope_theta", "t_scale")
+# What `AutoencoderKL` is built from, with its defaults; the sizes a VAE config sets; and the
+# settings every Flux VAE decoder the harness runs assumes (each implementation hard-codes them).
+VAE_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(AutoencoderKL.__init__).parameters.items()
+    if name != "self"
+}
+VAE_SIZES = ("in_channels", "out_channels", "layers_per_block", "latent_channels", "norm_num_groups")
+VAE_FLAGS = ("force_upcast", "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention")
+FLUX_VAE_SETTINGS: dict[str, Any] = {"act_fn": "silu", "mid_block_add_attention": True}
+FLUX_VAE_BLOCKS = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
 # The Qwen3 sizes a text-encoder config sets (head_dim too: Qwen3 does not derive it from the width).
 TEXT_ENCODER_SIZES = (
     "vocab_size",
@@ -59,7 +70,6 @@ def block_count(shapes: Mapping[str, tuple[int, ...]], stack: str) -> int:
     """How many blocks `<stack>.<i>.` the weights hold."""
     pattern = re.compile(rf"^{re.escape(stack)}\.(\d+)\.")
     return len({m.group(1) for name in shapes if (m := pattern.match(name))})
-
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -143,3 +153,43 @@ def check_text_encoder_config(path: Path, config: Mapping[str, Any], shapes: Map
         )
     if "num_hidden_layers" in values:
         _check_count(path, "num_hidden_layers", values["num_hidden_layers"], shapes, "layers")
+
+
+def check_vae_config(path: Path, config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """`config` (a diffusers `vae/config.json`, at `path`) against itself, the Flux VAE decoder's
+    fixed settings, and the weights' `shapes` (its decoder's level and resnet counts)."""
+    kind = config.get("_class_name", "AutoencoderKL")
+    if kind != "AutoencoderKL":
+        raise InputError(f"{path} is the config of a {shown(kind)}, not of an AutoencoderKL (the VAE)")
+    unknown = sorted(key for key in config if not key.startswith("_") and key not in VAE_DEFAULTS)
+    if unknown:
+        raise InputError(f"{path}: {unknown[0]!r} is not a key of an AutoencoderKL config")
+    values = VAE_DEFAULTS | dict(config)
+    sizes = {key: _positive_int(path, values, key) for key in VAE_SIZES}
+    widths = _positive_ints(path, values, "block_out_channels")
+    for key, block in FLUX_VAE_BLOCKS.items():
+        if not isinstance(values[key], list | tuple) or list(values[key]) != [block] * len(widths):
+            raise InputError(
+                f"{path}: {key} must be {block} for each of the {len(widths)} block_out_channels, "
+                f"not {shown(values[key])}"
+            )
+    for key in VAE_FLAGS:
+        if type(values[key]) is not bool:
+            raise InputError(f"{path}: {key} must be true or false, not {shown(values[key])}")
+    for key, setting in FLUX_VAE_SETTINGS.items():
+        if values[key] != setting:
+            raise InputError(f"{path}: {key} is {shown(values[key])}; a Flux VAE decoder has {shown(setting)}")
+    _check_positive_number(path, values, "scaling_factor")
+    shift = values["shift_factor"]
+    if shift is not None and (type(shift) not in (int, float) or not math.isfinite(shift)):
+        raise InputError(f"{path}: shift_factor must be a number or null, not {shown(shift)}")
+    groups = sizes["norm_num_groups"]
+    if any(width % groups for width in widths):
+        raise InputError(f"{path}: block_out_channels {widths} are not all multiples of norm_num_groups {groups}")
+    _check_count(path, "the length of block_out_channels", len(widths), shapes, "decoder.up_blocks")
+    resnets = block_count(shapes, "decoder.up_blocks.0.resnets")
+    if resnets != sizes["layers_per_block"] + 1:
+        raise InputError(
+            f"{path}: layers_per_block is {sizes['layers_per_block']}, so each decoder block has one more "
+            f"resnet, but the weights hold {resnets} (decoder.up_blocks.0.resnets.N)"
+        )

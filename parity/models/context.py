@@ -1,9 +1,10 @@
 """Shared, lazily built resources every adapter in one run uses: one tokenizer, one text encoder,
-one copy of the DiT weights.
+one copy of the DiT weights, one copy of the VAE decoder's weights.
 
 Building them once and handing the same objects to every adapter is what keeps K adapters from
-costing K copies of the weights. When the device cannot hold the text encoder and the DiT at once,
-the runner encodes every case first and then `make_room_for_dit` drops the encoder.
+costing K copies of the weights. The runner runs every case's text stages, then every case's DiT
+stages, then every case's decode stages (`parity.stages.PHASES`); before each, `make_room_for`
+drops the models loaded before it when the device cannot hold them beside the next one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from parity.core.errors import InputError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GIB = 2**30
+# Each model a stage may run (`Stage.model`), and the cached property that holds it once loaded.
+MODEL_ATTRIBUTES = {"text_encoder": "text_encoder", "dit": "dit_state_dict", "vae": "vae_state_dict"}
+MODEL_NAMES = {"text_encoder": "the text encoder", "dit": "the DiT", "vae": "the VAE"}
 
 
 def available_devices() -> list[str]:
@@ -59,8 +63,8 @@ class Context:
     device: str = "cpu"
     dtype: str = "fp32"
     cache_dir: Path | None = field(default=None)
-    # Set once the text encoder made way for the DiT: loading it again would hold both.
-    released_text_encoder: bool = False
+    # The models that made way for another: loading one again would hold both.
+    released: set[str] = field(default_factory=set)
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -101,24 +105,56 @@ class Context:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def make_room_for_dit(self) -> str | None:
-        """Drop the text encoder if it is loaded, the DiT is not, and the device cannot hold the DiT
-        beside it; say so in a line (None: nothing done). A later text stage would load it again."""
-        from parity.core.memory import available_bytes, is_short, weight_bytes
-        from parity.models.dit_weights import expected_shapes
+    @cached_property
+    def vae_config(self) -> dict:
+        """The VAE's config in the diffusers `AutoencoderKL` format."""
+        from parity.models.vae_weights import load_vae_config
 
-        if "text_encoder" not in self.__dict__ or "dit_state_dict" in self.__dict__:
+        return load_vae_config(self.checkpoint)
+
+    @cached_property
+    def vae_state_dict(self) -> dict[str, torch.Tensor]:
+        """One copy of the VAE decoder's weights (diffusers key layout, run dtype) that every adapter shares."""
+        from parity.models.vae_weights import load_vae_state_dict
+
+        state = load_vae_state_dict(self.checkpoint)
+        return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
+
+    def _weight_shapes(self, model: str) -> dict[str, tuple[int, ...]] | None:
+        if model == "dit":
+            from parity.models.dit_weights import expected_shapes
+
+            return expected_shapes(self.dit_config)
+        if model == "vae":
+            from parity.models.vae_weights import expected_vae_shapes
+
+            return expected_vae_shapes(self.vae_config)
+        # The text encoder runs first: nothing is loaded before it (a context that released it is
+        # replaced, see parity.run.plan).
+        return None
+
+    def make_room_for(self, model: str) -> str | None:
+        """Before `model` ("text_encoder", "dit" or "vae") is needed: drop every other loaded model if
+        the device cannot hold `model` beside them, and say so in a line (None: nothing done). A later
+        stage that needs a dropped model loads it again."""
+        from parity.core.memory import available_bytes, is_short, weight_bytes
+
+        loaded = [m for m, attribute in MODEL_ATTRIBUTES.items() if m != model and attribute in self.__dict__]
+        shapes = self._weight_shapes(model)
+        if MODEL_ATTRIBUTES[model] in self.__dict__ or not loaded or shapes is None:
             return None
-        needed = weight_bytes(expected_shapes(self.dit_config), self.torch_dtype)
+        needed = weight_bytes(shapes, self.torch_dtype)
         available = available_bytes(self.device)
         if not is_short(needed, available):
             return None
-        del self.__dict__["text_encoder"]
-        self.released_text_encoder = True
+        for m in loaded:
+            del self.__dict__[MODEL_ATTRIBUTES[m]]
+        self.released.update(loaded)
         gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
+        dropped = " and ".join(MODEL_NAMES[m] for m in loaded)
         return (
-            f"memory: the DiT needs {needed / GIB:.1f} GiB and {self.device} has {available / GIB:.1f} GiB "
-            "free; the text encoder was released (every text stage has run)"
+            f"memory: {MODEL_NAMES[model]} needs {needed / GIB:.1f} GiB and {self.device} has "
+            f"{available / GIB:.1f} GiB free; released {dropped} (every stage that runs it has run)"
         )

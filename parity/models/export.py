@@ -3,21 +3,26 @@ checkpoints the real libraries load: a diffusers folder, ComfyUI files.
 
 `export_diffusers` writes the folder layout of a real Z-Image-Turbo checkpoint (model_index.json,
 scheduler/, text_encoder/, tokenizer/, transformer/, vae/), each component saved by its own
-library's `save_pretrained`, so `ZImagePipeline.from_pretrained(out_dir)` loads it offline. With
+library's `save_pretrained`, so `ZImagePipeline.from_pretrained(out_dir)` loads it offline. Every
+size has the tiny VAE (`parity.models.vae_weights`: the Flux VAE at a quarter of its widths), its
+decoder the weights `load_vae_state_dict(None)` gives, its encoder deterministic weights too. With
 `max_shard_size` the transformer and text encoder are split into shards with their
 `*.safetensors.index.json`, as the real checkpoint's are. The scheduler config is the real
 checkpoint's three settings and nothing else, so the installed diffusers fills in its own defaults
 exactly as it does for the real file.
 
-`export_comfyui` writes the two single files a ComfyUI Z-Image workflow loads:
+`export_comfyui` writes the three single files a ComfyUI Z-Image workflow loads:
 - `diffusion_models/<name>.safetensors`: the DiT in ComfyUI's layout (`parity.models.convert`),
   with the unused `norm_final.weight` real files carry (ones here; ComfyUI and diffusers skip it);
 - `text_encoders/<name>.safetensors`: the Qwen3 encoder with HF key names under `model.`
   (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, ..., `model.norm.weight`),
   which is what ComfyUI's `Qwen3_4B` module (`self.model = Llama2_(...)`) loads and what
-  `comfy/sd.py:detect_te_model` inspects. Stock ComfyUI picks the model class from tensor widths
-  (a DiT of dim 3840, an encoder of hidden size 2560), so it recognises these tiny files by layout
-  only: they test key handling, not a ComfyUI run.
+  `comfy/sd.py:detect_te_model` inspects;
+- `vae/<name>.safetensors`: the same VAE as the diffusers folder's, encoder and decoder, in the
+  original (ldm) layout with bare keys (`decoder.up.N.block.M...`, attention as 1x1 convs), as the
+  Flux VAE file ComfyUI loads (`parity.models.vae_convert`).
+Stock ComfyUI picks the model class from tensor widths (a DiT of dim 3840, an encoder of hidden size
+2560), so it recognises these tiny files by layout only: they test key handling, not a ComfyUI run.
 
 Both write into a temporary sibling folder and rename it into place, so a failure leaves nothing
 half-written; an existing non-empty `out_dir` is refused.
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 import secrets
 import shutil
@@ -45,70 +49,44 @@ from transformers import Qwen3Config
 from parity.core.errors import InputError
 from parity.core.tokenizer import load_tokenizer
 from parity.models.convert import COMFYUI_PREFIX, UNUSED_COMFYUI_KEY, diffusers_to_comfyui
-from parity.models.deterministic import uniform
-from parity.models.dit_weights import TINY_SEED, synthetic_dit_state_dict
+from parity.models.dit_weights import synthetic_dit_state_dict
 from parity.models.sizes import SIZES, ModelSize
 from parity.models.text_encoder_weights import LM_PREFIX, build_synthetic_text_encoder
+from parity.models.vae_convert import diffusers_vae_to_comfyui
+from parity.models.vae_weights import TINY_VAE_CONFIG, synthetic_vae_state_dict
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
 # The sizes save_pretrained takes as text (diffusers and transformers both hand them to
 # huggingface_hub's parse_size_to_int): a number and a decimal unit; it refuses MiB and the like.
 SHARD_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _SHARD_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]{2})\s*")
-# The Flux VAE's config with the widths cut down: four levels keep the pipeline's 8x scale factor;
-# one 4-channel resnet per level in 2 groups is as small as its GroupNorms and mid attention allow.
-TINY_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=[4, 4, 4, 4],
-    layers_per_block=1,
-    act_fn="silu",
-    latent_channels=16,
-    norm_num_groups=2,
-    sample_size=1024,
-    scaling_factor=0.3611,
-    shift_factor=0.1159,
-    force_upcast=True,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-    mid_block_add_attention=True,
-)
-
-
-def comfyui_files(size: str) -> tuple[Path, Path]:
-    """Where `export_comfyui` puts the DiT and the text encoder of `size`, relative to its folder."""
-    return (
-        Path("diffusion_models") / f"zimage_parity_{size}.safetensors",
-        Path("text_encoders") / f"zimage_parity_{size}_qwen3.safetensors",
-    )
 
 
 @dataclass(frozen=True)
 class ComfyUIExport:
-    """Where `export_comfyui` put each file (inside its `out_dir`)."""
+    """Where `export_comfyui` puts each file: relative to its `out_dir` (`comfyui_files`), or inside it
+    (what `export_comfyui` returns)."""
 
     dit: Path
     text_encoder: Path
+    vae: Path
 
 
-def _tiny_vae_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    if len(shape) == 1:
-        # 1-D weights are GroupNorm gains; 1-D biases stay small.
-        return uniform(name, shape, TINY_SEED, 0.75, 1.25) if name.endswith("weight") else uniform(
-            name, shape, TINY_SEED, -0.1, 0.1
-        )
-    bound = math.sqrt(3.0 / math.prod(shape[1:]))
-    return uniform(name, shape, TINY_SEED, -bound, bound)
+def comfyui_files(size: str) -> ComfyUIExport:
+    """Where `export_comfyui` puts the DiT, the text encoder and the VAE of `size`, relative to its folder."""
+    return ComfyUIExport(
+        dit=Path("diffusion_models") / f"zimage_parity_{size}.safetensors",
+        text_encoder=Path("text_encoders") / f"zimage_parity_{size}_qwen3.safetensors",
+        vae=Path("vae") / f"zimage_parity_{size}_vae.safetensors",
+    )
 
 
 def tiny_vae() -> AutoencoderKL:
-    """A deterministic Flux-style AutoencoderKL (16 latent channels, scale 0.3611, shift 0.1159)."""
+    """The installed diffusers AutoencoderKL holding the tiny VAE, encoder and decoder."""
     with torch.device("meta"):
-        vae = AutoencoderKL(**TINY_VAE_CONFIG)
-    state = {name: _tiny_vae_tensor(name, tuple(t.shape)) for name, t in vae.state_dict().items()}
-    vae.load_state_dict(state, assign=True)
+        # A copy: the model keeps its config, and the module's lists must not be shared with it.
+        vae = AutoencoderKL(**copy.deepcopy(TINY_VAE_CONFIG))
+    vae.load_state_dict(synthetic_vae_state_dict(TINY_VAE_CONFIG), assign=True)
     return vae.eval()
 
 
@@ -203,15 +181,16 @@ def export_diffusers(out_dir: Path, size: str = "tiny", max_shard_size: str | No
 
 
 def export_comfyui(out_dir: Path, size: str = "tiny") -> ComfyUIExport:
-    """Write a synthetic model's DiT and text encoder as ComfyUI single files under `out_dir`."""
+    """Write a synthetic model's DiT, text encoder and VAE as ComfyUI single files under `out_dir`."""
     out_dir, model = Path(out_dir), _size(size)
     dit = diffusers_to_comfyui(synthetic_dit_state_dict(model.dit))
     dit[COMFYUI_PREFIX + UNUSED_COMFYUI_KEY] = torch.ones(model.dit["dim"])
     encoder = build_synthetic_text_encoder(Qwen3Config(**model.text_encoder)).state_dict()
     text_encoder = {LM_PREFIX + name: value for name, value in encoder.items()}
-    dit_file, text_encoder_file = comfyui_files(size)
+    vae = diffusers_vae_to_comfyui(synthetic_vae_state_dict(TINY_VAE_CONFIG))
+    files = comfyui_files(size)
     with _atomic_folder(out_dir) as staging:
-        for relative, state in ((dit_file, dit), (text_encoder_file, text_encoder)):
+        for relative, state in ((files.dit, dit), (files.text_encoder, text_encoder), (files.vae, vae)):
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in state.items()}, staging / relative)
-    return ComfyUIExport(dit=out_dir / dit_file, text_encoder=out_dir / text_encoder_file)
+    return ComfyUIExport(dit=out_dir / files.dit, text_encoder=out_dir / files.text_encoder, vae=out_dir / files.vae)

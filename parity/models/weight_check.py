@@ -33,4 +33,8 @@ def check_shapes(
 ) -> None:
     wrong = sorted(name for name, shape in expected.items() if tuple(found[name]) != tuple(shape))
     if wrong:
-        raise InputError(f"{where} has {what} weights of the wrong shape: {name_some(wrong)}")
+        first = wrong[0]
+        raise InputError(
+            f"{where} has {what} weights of the wrong shape: {name_some(wrong)} "
+            f"({first} is {tuple(found[first])}, expected {tuple(expected[first])})"
+        )

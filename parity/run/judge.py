@@ -27,9 +27,9 @@ from parity.models.context import Context
 from parity.models.environment import environment
 from parity.run.execute import Executed, execute, without
 from parity.run.results import CrossCheck, RunResult, StageResult
-from parity.stages import REGISTRY, STAGES, check, notices, upstream
+from parity.stages import PHASES, REGISTRY, STAGES, check, notices, upstream
 from parity.stages import stage as stage_named
-from parity.stages.outputs import StageOutputs, write_outputs
+from parity.stages.outputs import StageOutputs, save_files, write_outputs
 from parity.suite.adapter import Adapter, Unsupported
 from parity.suite.cases import Case
 
@@ -91,6 +91,7 @@ class Runner:
         reference: str | None = None,
         dump: Path | None = None,
         blocks: bool = False,
+        images: Path | None = None,
         progress: Callable[[str], None] = to_stderr,
     ) -> None:
         unknown = [s for s in stages if s not in STAGES]
@@ -103,7 +104,7 @@ class Runner:
         self.context, self.adapters, self.references, self.store = context, adapters, references, store
         self.expectations, self.stages, self.mode = expectations, stages, mode
         self.reference, self.dump, self.progress = reference, dump, progress
-        self.blocks = blocks
+        self.blocks, self.images = blocks, images
 
     def run(self, cases: list[Case]) -> RunResult:
         start = time.perf_counter()
@@ -121,15 +122,8 @@ class Runner:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
-        encoded = self._encode_all(cases, goldens)
-        truncated = self._notices(encoded)
-        for line in truncated:
-            self.progress(f"warning: {line}")
+        executed, truncated = self._execute_phases(cases, goldens)
         warnings = sorted({*warnings, *truncated})
-        if any(stage_named(s).uses_dit for c in cases for s in self._wanted(c)):
-            note = self.context.make_room_for_dit()
-            if note is not None:
-                self.progress(note)
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
             # The case's golden fixture is already read (and verified); the other references' are read here.
@@ -138,8 +132,10 @@ class Runner:
                 for r in self.store.references_for(case.id)
             }
             cross.extend(self._fixtures_against_each_other(case, stored))
+            if self.images is not None:
+                save_files(inside(self.images, case.id), f"{references[case.id]}.fixture", goldens[case.id])
             for name, adapter in self.adapters.items():
-                pair, obtained = self._run_pair(case, name, adapter, goldens[case.id], encoded.get((case.id, name)))
+                pair, obtained = self._judge_pair(case, name, adapter, goldens[case.id], executed.get((case.id, name)))
                 results.extend(pair)
                 cross.extend(self._against_every_reference(case, name, obtained, stored))
             statuses = [r.status for r in results if r.case == case.id]
@@ -171,24 +167,42 @@ class Runner:
             for line in notices(self.context.tokenizer, case, name, outputs.records)
         ]
 
-    def _encode_all(self, cases: list[Case], goldens: dict[str, StageOutputs]) -> dict[tuple[str, str], Executed]:
-        """Every stage before the first DiT stage, for every case and adapter, before any DiT stage runs,
-        so the text encoder is needed only up to here (and can make way for the DiT)."""
-        before_dit = STAGES[: next((n for n, s in enumerate(REGISTRY) if s.uses_dit), len(REGISTRY))]
-        encoded: dict[tuple[str, str], Executed] = {}
-        for case in cases:
-            wanted = self._wanted(case)
-            if not wanted or not before_dit:
-                continue
-            last = before_dit[min(STAGES.index(max(wanted, key=STAGES.index)), len(before_dit) - 1)]
-            feed = goldens[case.id] if self.mode == "forced" else None
-            for name, adapter in self.adapters.items():
-                try:
-                    adapter.check_supported(case)
-                except Unsupported:
-                    continue
-                encoded[(case.id, name)] = execute(adapter, case, last, feed)
-        return encoded
+    def _execute_phases(
+        self, cases: list[Case], goldens: dict[str, StageOutputs]
+    ) -> tuple[dict[tuple[str, str], Executed], list[str]]:
+        """Every wanted stage of every case and adapter, one phase (`PHASES`) at a time, so each model
+        is needed only during its phase and can make way for the next one's; and the first phase's
+        notices, printed as soon as it ends."""
+        executed: dict[tuple[str, str], Executed] = {}
+        truncated: list[str] = []
+        last_wanted = {c.id: max(map(STAGES.index, self._wanted(c)), default=-1) for c in cases}
+        for number, (model, names) in enumerate(PHASES):
+            first, last = STAGES.index(names[0]), STAGES.index(names[-1])
+            todo = [c for c in cases if last_wanted[c.id] >= first]
+            if todo:
+                self._make_room(model)
+            for case in todo:
+                t = time.perf_counter()
+                upto = STAGES[min(last, last_wanted[case.id])]
+                feed = goldens[case.id] if self.mode == "forced" else None
+                for name, adapter in self.adapters.items():
+                    try:
+                        adapter.check_supported(case)
+                    except Unsupported:
+                        continue
+                    executed[(case.id, name)] = execute(adapter, case, upto, feed, resume=executed.get((case.id, name)))
+                ran = ", ".join(names[: STAGES.index(upto) - first + 1])
+                self.progress(f"  {case.id}: {ran} ({time.perf_counter() - t:.1f}s)")
+            if number == 0:
+                truncated = self._notices(executed)
+                for line in truncated:
+                    self.progress(f"warning: {line}")
+        return executed, truncated
+
+    def _make_room(self, model: str | None) -> None:
+        note = self.context.make_room_for(model) if model is not None else None
+        if note is not None:
+            self.progress(note)
 
     def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):
         for stage in self._wanted(case):
@@ -216,8 +230,8 @@ class Runner:
             for c in self._cross(case, f"{a} (fixture)", fixture, b, other)
         ]
 
-    def _run_pair(
-        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, encoded: Executed | None
+    def _judge_pair(
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, executed: Executed | None
     ) -> tuple[list[StageResult], StageOutputs | None]:
         try:
             adapter.check_supported(case)
@@ -225,12 +239,11 @@ class Runner:
             return [
                 StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self._wanted(case)
             ], None
-        feed = golden if self.mode == "forced" else None
         wanted = self._wanted(case)
-        if not wanted:
+        if not wanted or executed is None:
             return [], None
         last = max(wanted, key=STAGES.index)
-        obtained, skipped = execute(adapter, case, last, feed, resume=encoded)
+        obtained, skipped = executed
         judged: dict[str, StageResult] = {}
         for current in REGISTRY[: STAGES.index(last) + 1]:
             stage = current.name
@@ -256,6 +269,8 @@ class Runner:
             judged[stage] = self._judge(case, name, stage, obtained, golden, diverged_upstream, tracer)
         if self.dump is not None:
             write_outputs(inside(self.dump, case.id), name, obtained)
+        if self.images is not None:
+            save_files(inside(self.images, case.id), name, obtained)
         return [judged[s] for s in STAGES if s in wanted], obtained
 
     def _judge(
@@ -291,6 +306,7 @@ class _Tracer:
         self.executed, self.stage = executed, stage
 
     def own(self, steps: tuple[int, ...]) -> Any:
+        self.runner._make_room(stage_named(self.stage).model)
         feed = self.golden if self.runner.mode == "forced" else None
         rerun, _ = execute(self.adapter, self.case, self.stage, feed, steps, without(self.executed, self.stage))
         return rerun.get(self.stage)
@@ -299,6 +315,7 @@ class _Tracer:
         reference = self.runner.references.get(str(self.golden.meta.get("adapter")))
         if not self.runner.blocks or reference is None or reference is self.adapter:
             return None
+        self.runner._make_room(stage_named(self.stage).model)
         start = without((self.golden, {}), self.stage)
         theirs, _ = execute(reference, self.case, self.stage, self.golden, steps, start)
         ours, _ = execute(self.adapter, self.case, self.stage, self.golden, steps, start)

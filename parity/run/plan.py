@@ -75,6 +75,7 @@ class RunPlan:
     dump: Path | None
     blocks: bool
     options: Options
+    images: Path | None = None
 
     @property
     def modes(self) -> list[str]:
@@ -95,13 +96,14 @@ class Suite:
     def _runner(self, dtype: str, mode: str) -> Runner:
         group = self._groups.get(dtype)
         # A context whose text encoder made way for the DiT would load it again beside the DiT for
-        # this batch's text stages; a fresh group (the old one's DiT goes with it) holds one at a time.
-        if group is None or group.context.released_text_encoder:
+        # this batch's text stages; a fresh group (the old one's models go with it) holds one at a time.
+        if group is None or group.context.released:
             group = self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options)
         return Runner(
             group.context, group.adapters, group.references, self.store, self.expectations,
             stages=self.plan.stages, mode=mode, reference=self.plan.reference,
             dump=self.plan.dump if mode == self.plan.mode else None, blocks=self.plan.blocks,
+            images=self.plan.images if mode == self.plan.mode else None,
             progress=self.progress,
         )
 

@@ -19,6 +19,7 @@ from parity.golden.changelog import write_changelog
 from parity.golden.journal import regen_lock
 from parity.golden.store import FixtureStore
 from parity.models.checkpoint import detect
+from parity.models.deterministic import state_dict_sha256
 from parity.models.dit_weights import weights_sha256 as dit_sha256
 from parity.models.environment import environment
 from parity.models.text_encoder_weights import weights_sha256 as text_encoder_sha256
@@ -42,6 +43,7 @@ def _provenance(group: Group) -> dict[str, Any]:
         "environment": environment(context),
         "text_encoder_sha256": text_encoder_sha256(context.text_encoder),
         "dit_sha256": dit_sha256(context.dit_state_dict),
+        "vae_sha256": state_dict_sha256(context.vae_state_dict),
         "tokenizer": tokenizer,
         "tolerance": {
             s.name: tolerance.to_json() for s in REGISTRY if (tolerance := s.tolerance(context.dtype)) is not None

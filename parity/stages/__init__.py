@@ -11,16 +11,35 @@ from transformers import PreTrainedTokenizerBase
 from parity.core.errors import InputError
 from parity.models.context import Context
 from parity.stages.base import Records, Stage, StageCheck
+from parity.stages.decode import DECODE
 from parity.stages.denoise import DENOISE
 from parity.stages.embeddings import EMBEDDINGS
 from parity.stages.schedule import SCHEDULE
 from parity.stages.template import TEMPLATE
 from parity.stages.tokens import TOKENS
 
-REGISTRY: tuple[Stage, ...] = (TEMPLATE, TOKENS, EMBEDDINGS, SCHEDULE, DENOISE)
+REGISTRY: tuple[Stage, ...] = (TEMPLATE, TOKENS, EMBEDDINGS, SCHEDULE, DENOISE, DECODE)
 STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
 # What a text-only case exercises.
 TEXT_STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY if s.path == "text")
+
+
+def _phases() -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+    """The registry cut into runs of consecutive stages that need at most one model between them."""
+    phases: list[tuple[str | None, list[str]]] = []
+    for s in REGISTRY:
+        if phases and s.model in (None, phases[-1][0]):
+            phases[-1][1].append(s.name)
+        elif phases and phases[-1][0] is None:
+            phases[-1] = (s.model, [*phases[-1][1], s.name])
+        else:
+            phases.append((s.model, [s.name]))
+    return tuple((model, tuple(names)) for model, names in phases)
+
+
+# (model, stages) in pipeline order: the runner runs each phase for every case before the next, so
+# a model is needed only during its own phase (text stages, then the DiT's, then the VAE's).
+PHASES = _phases()
 
 
 def stage(name: str) -> Stage:

@@ -91,8 +91,10 @@ class Stage(ABC):
     # view leaves them out).
     partial: ClassVar[str | None] = None
     drawn: ClassVar[frozenset[str]] = frozenset()
-    # Stages that run the DiT go after every other stage of every case, once the text encoder can go.
-    uses_dit: ClassVar[bool] = False
+    # The model this stage runs ("text_encoder", "dit", "vae"; None: none). The runner runs every
+    # case's stages of one model before the next model's (`parity.stages.PHASES`), so that each
+    # model can make way for the next when memory is short.
+    model: ClassVar[str | None] = None
     # Whether `parity run --blocks` adds anything to this stage's reproduce command.
     traces_blocks: ClassVar[bool] = False
 
@@ -139,6 +141,10 @@ class Stage(ABC):
     def describe(self, record: Any) -> str:
         """An output nobody can compare, in a few words."""
         return "nothing to compare with"
+
+    def files(self, outputs: Records) -> dict[str, bytes]:
+        """Files of `outputs` a user opens in another program (`parity run --save-images`), by extension."""
+        return {}
 
     def evidence(self, detail: Record) -> StageTolerance | None:
         """The tolerance a detail was judged under, for the report's provenance table."""

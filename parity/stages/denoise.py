@@ -145,7 +145,7 @@ class DenoiseStage(Stage):
     tensor_families: ClassVar[Mapping[str, TensorRule]] = {BLOCKS: TensorRule(None, None, "denoise.model_out")}
     partial = "stages/denoise.html.j2"
     drawn = frozenset({"blocks", "model_out_max_abs", "latents_max_abs"})
-    uses_dit = True
+    model = "dit"
     traces_blocks = True
 
     def run(

@@ -71,6 +71,7 @@ def _pair(key: str) -> dict[str, TensorRule]:
 class EmbeddingsStage(Stage):
     name = "embeddings"
     path = "text"
+    model = "text_encoder"
     inputs = ("tokens",)
     records = ("embeddings", "negative")
     detail = EmbeddingsDetail

@@ -103,6 +103,17 @@ def write_outputs(directory: Path, name: str, outputs: StageOutputs) -> tuple[Pa
     return st, js
 
 
+def save_files(directory: Path, name: str, outputs: StageOutputs) -> list[Path]:
+    """Every file a stage makes of `outputs` for other programs (a decoded image's PNG), as `<name>.<ext>`."""
+    written = []
+    for s in REGISTRY:
+        for extension, data in s.files(outputs.records).items():
+            path = inside(directory, f"{name}.{extension}")
+            atomic_write_bytes(path, data)
+            written.append(path)
+    return written
+
+
 def decode(tensor_bytes: bytes, json_bytes: bytes, where: str) -> StageOutputs:
     """What `encode` wrote, back; InputError naming `where` for anything else, so that a hand-edited
     fixture (its manifest sha256 updated to match) is refused here and not a crash later."""

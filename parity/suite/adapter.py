@@ -17,6 +17,7 @@ import torch
 
 from parity.core.errors import InputError
 from parity.models.context import Context
+from parity.stages.decode import Decoded
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.embeddings import Embeddings
 from parity.stages.schedule import Schedule
@@ -74,6 +75,11 @@ class Adapter(ABC):
 
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         raise Unsupported(f"{self.name} has no sampler")
+
+    def decode(self, case: Case, latent: torch.Tensor) -> Decoded:
+        """The image this implementation makes of a final latent (1, C, h, w), float32: the VAE, then
+        its conversion to uint8."""
+        raise Unsupported(f"{self.name} has no VAE")
 
     def versions(self) -> dict[str, str]:
         """Library versions that determine this adapter's numbers (recorded in fixtures)."""

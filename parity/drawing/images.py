@@ -1,0 +1,45 @@
+"""Decoded images as PNG: the files `--save-images` writes and the pictures the report inlines.
+
+The report shows images at most DISPLAY_MAX pixels a side (box-filtered down, so an 8x-upscaled
+real image stays legible); the files and every metric keep the full size.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+DISPLAY_MAX = 256
+
+
+def png_bytes(pixels: torch.Tensor) -> bytes:
+    """A (H, W, 3) uint8 image as PNG."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels.numpy())).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def display_uri(pixels: torch.Tensor) -> str:
+    """A (H, W, 3) uint8 image as a PNG data URI, downscaled to DISPLAY_MAX a side."""
+    image = Image.fromarray(np.ascontiguousarray(pixels.numpy()))
+    if max(image.size) > DISPLAY_MAX:
+        image.thumbnail((DISPLAY_MAX, DISPLAY_MAX), Image.Resampling.BOX)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def amplified(difference: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """|difference| of two (H, W, 3) images, scaled so its largest value is white, as uint8; and the gain.
+
+    A gain per image, not a fixed one: a rounding difference (1/255) and a wrong decoder (0.5) both
+    show their structure. The gain is printed beside it so the two cannot be confused.
+    """
+    magnitude = difference.abs().double()
+    peak = float(magnitude.max()) if magnitude.numel() else 0.0
+    gain = 1.0 / peak if peak > 0 else 1.0
+    return (magnitude * gain * 255).round().clamp(0, 255).to(torch.uint8), gain
