@@ -34,12 +34,12 @@ def display_uri(pixels: torch.Tensor) -> str:
 
 
 def amplified(difference: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """|difference| of two (H, W, 3) images, scaled so its largest value is white, as uint8; and the gain.
+    """|difference| scaled so that its largest value is white, as uint8; and that largest value.
 
-    A gain per image, not a fixed one: a rounding difference (1/255) and a wrong decoder (0.5) both
-    show their structure. The gain is printed beside it so the two cannot be confused.
+    Scaled per image, not by a fixed gain: a rounding difference (one level) and a wrong decoder
+    (a hundred) both show their structure. The largest value is printed beside it so the two cannot
+    be confused.
     """
     magnitude = difference.abs().double()
     peak = float(magnitude.max()) if magnitude.numel() else 0.0
-    gain = 1.0 / peak if peak > 0 else 1.0
-    return (magnitude * gain * 255).round().clamp(0, 255).to(torch.uint8), gain
+    return (magnitude * (255 / peak if peak > 0 else 0)).round().clamp(0, 255).to(torch.uint8), peak

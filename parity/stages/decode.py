@@ -2,9 +2,11 @@
 
 Compared: the float image (the last float values before the uint8 conversion, in [0, 1]) under a
 numeric tolerance, with PSNR; and the saved uint8 image, value by value: how many differ, the
-histogram of differences, the worst pixel. A uint8 difference that is only the conversion (every
-difference one level one way, the float images agreeing) is named as such: truncation against
-rounding, which changes about half the values of the same float image by one. Free-running an
+histogram of differences, the worst pixel. A uint8 difference that is the conversion is named as
+such: truncation against rounding changes about half the values of the same float image by one
+level, all one way (in fp32, every difference -1 or 0), so with the float images agreeing it shows
+as a mean shift of half a level that their difference does not explain; bf16 arithmetic, which
+spreads values over several levels both ways, leaves that shift near 0. Free-running an
 adapter decodes its own final latent, teacher-forced the reference's. Stored as `decode.image`
 (H, W, 3) float32 and `decode.uint8` (H, W, 3) uint8.
 """
@@ -66,10 +68,10 @@ class Decoded:
 
 @dataclass(frozen=True)
 class DecodeDetail(Record):
-    """The float image's comparison and PSNR (None: identical), the uint8 image's differences, what
-    the difference is when it is only the conversion, and the pictures the report shows (PNG data
-    URIs: the obtained image only when it differs from the reference's, the amplified |difference|
-    with its gain).
+    """The float image's comparison and PSNR (None: identical, or not finite), the uint8 image's
+    differences, what the difference is when it is only the conversion, and the pictures the report
+    shows (PNG data URIs: the obtained image only when it differs from the reference's, the amplified
+    |difference| with the difference that is white, in levels).
 
     An image shape that differs leaves only `shape_mismatch` and the pictures.
     """
@@ -94,7 +96,7 @@ class DecodeDetail(Record):
     expected_png: str | None = optional()
     obtained_png: str | None = optional()
     difference_png: str | None = optional()
-    difference_gain: float | None = optional()
+    difference_peak: float | None = optional()
 
 
 def _histogram(difference: torch.Tensor) -> tuple[int, ...]:
@@ -110,29 +112,32 @@ def _histogram_labels(histogram: tuple[int, ...]) -> list[tuple[str, int]]:
             if n and level != 0]
 
 
-def _shift(obtained: Decoded, expected: Decoded, difference: torch.Tensor) -> float:
+def _shift(obtained: Decoded, expected: Decoded, difference: torch.Tensor) -> float | None:
+    """The mean uint8 difference beyond 255 x the float images' mean difference (None: non-finite)."""
     floats = float((obtained.image.double() - expected.image.double()).mean()) * 255
-    return float(difference.double().mean()) - floats
+    shift = float(difference.double().mean()) - floats
+    return shift if math.isfinite(shift) else None
 
 
-def _conversion(shift: float, image: NumericDiff) -> str | None:
+def _conversion(shift: float | None, image: NumericDiff) -> str | None:
     """Which conversion differs, when the float images agree and the saved ones are shifted apart."""
-    if not image.passed or abs(shift) < CONVERSION_SHIFT:
+    if not image.passed or shift is None or abs(shift) < CONVERSION_SHIFT:
         return None
     return TRUNCATION if shift < 0 else ROUNDING
 
 
-def _pictures(obtained: Decoded, expected: Decoded, same_shape: bool) -> dict[str, Any]:
+def _pictures(obtained: Decoded, expected: Decoded, difference: torch.Tensor | None) -> dict[str, Any]:
+    """The report's pictures; `difference` (obtained - expected, uint8 levels) None when the shapes differ."""
     from parity.drawing.images import amplified, display_uri  # PIL, only where a check has pictures to show
 
     pictures: dict[str, Any] = {"expected_png": display_uri(expected.uint8)}
-    if same_shape and torch.equal(obtained.uint8, expected.uint8):
+    if difference is not None and not difference.any():
         return pictures
     pictures["obtained_png"] = display_uri(obtained.uint8)
-    if same_shape:
+    if difference is not None:
         # One channel: the largest difference of the pixel's three (a third of the bytes of RGB).
-        difference, gain = amplified((obtained.uint8.short() - expected.uint8.short()).abs().amax(dim=-1))
-        pictures |= {"difference_png": display_uri(difference), "difference_gain": gain}
+        magnitude, peak = amplified(difference.abs().amax(dim=-1))
+        pictures |= {"difference_png": display_uri(magnitude), "difference_peak": peak}
     return pictures
 
 
@@ -148,7 +153,7 @@ class DecodeStage(Stage):
         "decode.uint8": TensorRule(torch.uint8, 3, "decode.image"),
     }
     partial = "stages/decode.html.j2"
-    drawn = frozenset({"histogram", "expected_png", "obtained_png", "difference_png", "difference_gain"})
+    drawn = frozenset({"histogram", "expected_png", "obtained_png", "difference_png", "difference_peak"})
     model = "vae"
 
     def run(
@@ -181,16 +186,16 @@ class DecodeStage(Stage):
 
     def check(self, obtained: Decoded, expected: Decoded, context: Context, dtype: str) -> StageCheck:
         tol = self.tolerance(dtype)
-        same_shape = obtained.uint8.shape == expected.uint8.shape
-        pictures = _pictures(obtained, expected, same_shape)
-        if not same_shape:
+        if obtained.uint8.shape != expected.uint8.shape:
             ours, theirs = tuple(obtained.uint8.shape[:2]), tuple(expected.uint8.shape[:2])
-            detail = DecodeDetail(shape_mismatch=True, **pictures)
+            detail = DecodeDetail(shape_mismatch=True, **_pictures(obtained, expected, None))
             return StageCheck(False, f"image {ours} vs reference {theirs}", detail)
+        difference = obtained.uint8.short() - expected.uint8.short()
+        pictures = _pictures(obtained, expected, difference)
         image = compare_numeric(obtained.image, expected.image, tol.tolerance)
         mse = float((obtained.image.double() - expected.image.double()).square().mean())
-        psnr = 10 * math.log10(1 / mse) if mse > 0 else None
-        difference = obtained.uint8.short() - expected.uint8.short()
+        # None: identical, or not finite.
+        psnr = 10 * math.log10(1 / mse) if math.isfinite(mse) and mse > 0 else None
         differing = int((difference != 0).sum())
         fraction = differing / difference.numel()
         worst = int(difference.abs().flatten().argmax())
@@ -213,7 +218,7 @@ class DecodeStage(Stage):
         if psnr is not None:
             agrees += f" (PSNR {psnr:.1f} dB)"
         if conversion is not None:
-            way = "lower" if shift < 0 else "higher"
+            way = "lower" if conversion == TRUNCATION else "higher"
             summary = (f"uint8 differs by the conversion, {conversion}: {values} differ, {abs(shift):.2f} levels "
                        f"{way} on average than the float images explain; {agrees}")
         elif not image.passed:
@@ -264,7 +269,7 @@ class DecodeStage(Stage):
             adapters.append({
                 "name": a, "same_as": same if repeated else None,
                 "image": None if repeated else d.obtained_png, "difference": None if repeated else d.difference_png,
-                "gain": d.difference_gain, "psnr": d.psnr, "conversion": d.conversion, "fraction": d.uint8_fraction,
+                "peak": d.difference_peak, "psnr": d.psnr, "conversion": d.conversion, "fraction": d.uint8_fraction,
                 "histogram": _histogram_labels(d.histogram) if d.histogram else None,
             })
         return {"expected": shown[0][1].expected_png, "adapters": adapters}
