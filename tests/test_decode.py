@@ -14,6 +14,7 @@ Where expectations come from (never from what the code under test printed):
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -200,3 +201,35 @@ def test_save_images_writes_each_adapters_png(tmp_path):
     for name in ("diffusers", "comfyui_style"):
         stored = load_file(dump / "turbo" / f"{name}.safetensors")["decode.uint8"].numpy()
         assert np.array_equal(np.asarray(Image.open(out / "turbo" / f"{name}.png")), stored)
+
+
+def test_a_non_finite_image_fails_without_naming_a_conversion():
+    x = images(4)
+    broken = x.clone()
+    broken[1, 1, 0] = float("nan")
+    found = DECODE.check(Decoded(broken, rounded(x)), Decoded(x, rounded(x)), Context(), "fp32")
+    assert not found.passed and found.detail.psnr is None and found.detail.shift is None
+    assert found.detail.conversion is None and found.detail.image.nonfinite_obtained == 1
+
+
+# --- runs that reach the decode stage, or do not --------------------------------------------------
+
+
+def test_the_decode_stage_alone_runs_its_upstream_and_reports_only_itself(tmp_path):
+    results = tmp_path / "r.json"
+    assert main(["run", "--cases", "turbo", "--adapters", "comfyui_style", "--stages", "decode",
+                 "--json", str(results)]) == 0
+    rows = json.loads(results.read_text())["results"]
+    assert [(r["stage"], r["status"]) for r in rows] == [("decode", DECLARED)]
+
+
+def test_a_checkpoint_without_a_vae_runs_what_needs_none(checkpoint, tmp_path):
+    """Only a stage that decodes reads the VAE: an adapter with no VAE, or the stages before decode,
+    run on a checkpoint that has none."""
+    folder = tmp_path / "no-vae"
+    shutil.copytree(checkpoint, folder)
+    shutil.rmtree(folder / "vae")
+    assert main(["run", "--cases", "turbo", "--adapters", "qwen3_chat", "--checkpoint", str(folder)]) == 0
+    assert main(["run", "--cases", "turbo", "--adapters", "diffusers", "--checkpoint", str(folder),
+                 "--stages", "template,tokens,embeddings,schedule,denoise"]) == 0
+    assert main(["run", "--cases", "turbo", "--adapters", "diffusers", "--checkpoint", str(folder)]) == 2

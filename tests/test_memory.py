@@ -2,8 +2,8 @@
 cannot hold them together.
 
 The runner runs every case's text stages, then every case's denoise stage, then every case's decode
-stage, so once a model is needed the one before it never is again (but for a `--blocks` trace,
-which brings the DiT back); these tests make memory "short" by reporting 1 byte free.
+stage, so once a model is needed the one before it never is again (but for a trace, a rerun of a
+denoise step, which brings the DiT back); these tests make memory "short" by reporting 1 byte free.
 """
 
 from pathlib import Path
@@ -22,15 +22,18 @@ ROOT = Path(__file__).parents[1]
 ADAPTERS = ("diffusers", "diffsynth_style", "comfyui_style", "inhouse", "qwen3_chat")
 
 
-def run(context, cases, mode="free"):
+def run(make_context, cases, mode="free"):
+    """A run on a context `make_context(say=...)` builds, and every line it printed (the memory lines
+    come from the context)."""
+    lines: list[str] = []
+    context = make_context(say=lines.append)
     classes = registered_adapters()
     adapters = {n: classes[n](context) for n in ADAPTERS}
     references = {n: adapters.get(n) or c(context) for n, c in classes.items() if c.is_reference()}
-    lines: list[str] = []
     runner = Runner(context, adapters, references, FixtureStore(ROOT / "fixtures"),
                     load_expectations(ROOT / "fixtures" / "expectations.toml"), STAGES, mode,
                     blocks=True, progress=lines.append)
-    return runner.run(cases), lines
+    return runner.run(cases), lines, context
 
 
 MODELS = ("text_encoder", "dit_state_dict", "vae_state_dict")
@@ -56,12 +59,11 @@ def cases(suite_cases):
 
 @pytest.mark.parametrize("mode", ["free", "forced"])
 def test_short_memory_holds_one_model_at_a_time_and_changes_no_result(cases, monkeypatch, mode):
-    plenty, _ = run(Context(), cases, mode)
+    plenty, _, _ = run(Context, cases, mode)
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
-    context = WatchedContext()
-    short, lines = run(context, cases, mode)
+    short, lines, context = run(WatchedContext, cases, mode)
     released = [line.split("; released ")[1].split(" (")[0] for line in lines if line.startswith("memory:")]
-    # Each phase's model makes way for the next; a --blocks trace after the decode phase brings the DiT back.
+    # Each phase's model makes way for the next; a trace after the decode phase brings the DiT back.
     assert released[:2] == ["the text encoder", "the DiT"] and set(released[2:]) <= {"the VAE"}
     asked = context.__dict__["_asked"]
     first_dit, first_vae = asked.index("dit_state_dict"), asked.index("vae_state_dict")
@@ -73,8 +75,7 @@ def test_short_memory_holds_one_model_at_a_time_and_changes_no_result(cases, mon
 
 def test_plenty_of_memory_keeps_the_encoder(cases, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2**50)
-    context = Context()
-    _, lines = run(context, cases[:2])
+    _, lines, context = run(Context, cases[:2])
     assert not any(line.startswith("memory:") for line in lines)
     assert all(m in context.__dict__ for m in MODELS)
 

@@ -240,8 +240,11 @@ def test_truncated_weights_are_named(diffusers_folder, tmp_path):
          r"config of a 'ZImageTransformer2DModel', not of an AutoencoderKL"),
         (lambda path: path.write_text(json.dumps(tiny_dit_config())),
          r"'all_f_patch_size' is not a key of an AutoencoderKL"),
+        # The pipelines add it to every latent: null would fail there, mid-run.
+        (lambda path: path.write_text(json.dumps(json.loads(path.read_text()) | {"shift_factor": None})),
+         r"shift_factor must be a number, not null"),
     ],
-    ids=["not-json", "not-an-object", "another-class", "dit-config"],
+    ids=["not-json", "not-an-object", "another-class", "dit-config", "shift-null"],
 )
 def test_an_unreadable_or_foreign_config_is_named(diffusers_folder, edit, pattern):
     path = diffusers_folder / "vae" / "config.json"

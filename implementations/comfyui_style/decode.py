@@ -17,20 +17,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from implementations.zimage.vae import decode
+from implementations.zimage.vae import FLUX_SCALE_FACTOR, FLUX_SHIFT_FACTOR, decode
 from parity.models.context import Context
 from parity.stages.decode import Decoded
 from parity.suite.cases import Case
-
-# comfy/latent_formats.py, class Flux.
-SCALE_FACTOR, SHIFT_FACTOR = 0.3611, 0.1159
 
 
 class ComfyDecoder:
     context: Context
 
     def decode(self, case: Case, latent: torch.Tensor) -> Decoded:
-        unscaled = latent.to(torch.float32) / SCALE_FACTOR + SHIFT_FACTOR
+        unscaled = latent.to(torch.float32) / FLUX_SCALE_FACTOR + FLUX_SHIFT_FACTOR
         state = self.context.vae_state_dict
         out = decode(state, self.context.vae_config, unscaled.to(self.context.device, self.context.torch_dtype), "conv")
         image = out.to(torch.float32).add(1.0).div(2.0).clamp(0.0, 1.0)[0].permute(1, 2, 0).cpu()

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import torch
 
-from implementations.zimage.vae import decode
+from implementations.zimage.vae import FLUX_SCALE_FACTOR, FLUX_SHIFT_FACTOR, decode
 from parity.models.context import Context
 from parity.stages.decode import Decoded
 
-SCALE_FACTOR, SHIFT_FACTOR = 0.3611, 0.1159
 LOW, HIGH = -1, 1  # vae_output_to_image's min_value, max_value
 
 
 def diffsynth_decode(context: Context, latent: torch.Tensor) -> Decoded:
-    z = latent.to(context.device, context.torch_dtype) / SCALE_FACTOR + SHIFT_FACTOR
+    z = latent.to(context.device, context.torch_dtype) / FLUX_SCALE_FACTOR + FLUX_SHIFT_FACTOR
     out = decode(context.vae_state_dict, context.vae_config, z, "linear")[0].permute(1, 2, 0).cpu()
     levels = ((out - LOW) * (255 / (HIGH - LOW))).clip(0, 255)
     return Decoded((levels.to(torch.float32) / 255).contiguous(), levels.to(torch.uint8).contiguous())

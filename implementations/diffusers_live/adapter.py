@@ -201,7 +201,10 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
         with torch.inference_mode():
             image = vae.decode(latents, return_dict=False)[0]
         array = pipe.image_processor.postprocess(image, output_type="np")
-        saved = pipe.image_processor.numpy_to_pil(array)[0]
+        # A non-finite image (a NaN weight upstream) casts to undefined levels, unwarned: the float
+        # image carries the NaN to the check.
+        with np.errstate(invalid="ignore"):
+            saved = pipe.image_processor.numpy_to_pil(array)[0]
         return Decoded(torch.from_numpy(array[0].copy()), torch.from_numpy(np.asarray(saved).copy()))
 
     def versions(self) -> dict[str, str]:

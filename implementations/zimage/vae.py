@@ -24,6 +24,9 @@ import torch.nn.functional as F
 
 Attention = Literal["linear", "conv"]
 EPS = 1e-6
+# The latent's scale and shift, which ComfyUI's Flux latent format and DiffSynth's decoder hard-code
+# whatever a VAE config says (diffusers reads them from the config): `latent / SCALE + SHIFT`.
+FLUX_SCALE_FACTOR, FLUX_SHIFT_FACTOR = 0.3611, 0.1159
 _MID_ATTENTION = "decoder.mid_block.attentions.0"
 
 

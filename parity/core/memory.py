@@ -1,9 +1,9 @@
 """How much memory a device has left, for deciding whether two models fit at once.
 
 A real Z-Image run holds a 4B text encoder, a 6B DiT and a VAE; on a machine that cannot hold the
-next one beside the ones loaded, those are dropped once every stage that runs them has
-(`Context.make_room_for`). Only what the platform reports is used: Linux's MemAvailable for the
-CPU, the CUDA driver's free memory for a GPU.
+next one beside the ones loaded, those are dropped when it loads (`Context._make_room_for`). Only
+what the platform reports is used: Linux's MemAvailable for the CPU, the CUDA driver's free memory
+for a GPU.
 """
 
 from __future__ import annotations

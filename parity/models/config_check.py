@@ -180,9 +180,12 @@ def check_vae_config(path: Path, config: Mapping[str, Any], shapes: Mapping[str,
         if values[key] != setting:
             raise InputError(f"{path}: {key} is {shown(values[key])}; a Flux VAE decoder has {shown(setting)}")
     _check_positive_number(path, values, "scaling_factor")
+    # Z-Image's pipelines add it to every latent: the Flux VAE's config sets it, and null cannot be added.
+    if "shift_factor" not in config:
+        raise InputError(f"{path} has no shift_factor (the Flux VAE's is 0.1159)")
     shift = values["shift_factor"]
-    if shift is not None and (type(shift) not in (int, float) or not math.isfinite(shift)):
-        raise InputError(f"{path}: shift_factor must be a number or null, not {shown(shift)}")
+    if type(shift) not in (int, float) or not math.isfinite(shift):
+        raise InputError(f"{path}: shift_factor must be a number, not {'null' if shift is None else shown(shift)}")
     groups = sizes["norm_num_groups"]
     if any(width % groups for width in widths):
         raise InputError(f"{path}: block_out_channels {widths} are not all multiples of norm_num_groups {groups}")

@@ -2,14 +2,18 @@
 one copy of the DiT weights, one copy of the VAE decoder's weights.
 
 Building them once and handing the same objects to every adapter is what keeps K adapters from
-costing K copies of the weights. The runner runs every case's text stages, then every case's DiT
-stages, then every case's decode stages (`parity.stages.PHASES`); before each, `make_room_for`
-drops the models loaded before it when the device cannot hold them beside the next one.
+costing K copies of the weights. When a model is first needed and the device cannot hold it beside
+the ones loaded, those are dropped first (`_make_room_for`) and `say` is told. That keeps memory to
+one model at a time because the runner runs every case's text stages, then every case's DiT stages,
+then every case's decode stages (`parity.stages.PHASES`): a model dropped is needed again only by a
+trace (a rerun of a denoise step), which loads it back the same way.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +67,8 @@ class Context:
     device: str = "cpu"
     dtype: str = "fp32"
     cache_dir: Path | None = field(default=None)
+    # Where a line saying that a model made way for another goes.
+    say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr), repr=False)
     # The models that made way for another: loading one again would hold both.
     released: set[str] = field(default_factory=set)
 
@@ -98,6 +104,7 @@ class Context:
         """One copy of the DiT weights (diffusers key layout, run dtype) that every adapter shares."""
         from parity.models.dit_weights import load_dit_state_dict
 
+        self._make_room_for("dit")
         state = load_dit_state_dict(self.checkpoint)
         return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
 
@@ -117,36 +124,32 @@ class Context:
         """One copy of the VAE decoder's weights (diffusers key layout, run dtype) that every adapter shares."""
         from parity.models.vae_weights import load_vae_state_dict
 
+        self._make_room_for("vae")
         state = load_vae_state_dict(self.checkpoint)
         return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
 
-    def _weight_shapes(self, model: str) -> dict[str, tuple[int, ...]] | None:
+    def _weight_shapes(self, model: str) -> dict[str, tuple[int, ...]]:
         if model == "dit":
             from parity.models.dit_weights import expected_shapes
 
             return expected_shapes(self.dit_config)
-        if model == "vae":
-            from parity.models.vae_weights import expected_vae_shapes
+        from parity.models.vae_weights import expected_vae_shapes
 
-            return expected_vae_shapes(self.vae_config)
-        # The text encoder runs first: nothing is loaded before it (a context that released it is
-        # replaced, see parity.run.plan).
-        return None
+        return expected_vae_shapes(self.vae_config)
 
-    def make_room_for(self, model: str) -> str | None:
-        """Before `model` ("text_encoder", "dit" or "vae") is needed: drop every other loaded model if
-        the device cannot hold `model` beside them, and say so in a line (None: nothing done). A later
-        stage that needs a dropped model loads it again."""
+    def _make_room_for(self, model: str) -> None:
+        """Before `model` ("dit" or "vae") loads: drop every other loaded model if the device cannot hold
+        `model` beside them, and say so. (The text encoder runs first, so nothing is loaded before it:
+        a context that released it is replaced, see parity.run.plan.)"""
         from parity.core.memory import available_bytes, is_short, weight_bytes
 
         loaded = [m for m, attribute in MODEL_ATTRIBUTES.items() if m != model and attribute in self.__dict__]
-        shapes = self._weight_shapes(model)
-        if MODEL_ATTRIBUTES[model] in self.__dict__ or not loaded or shapes is None:
-            return None
-        needed = weight_bytes(shapes, self.torch_dtype)
+        if not loaded:
+            return
+        needed = weight_bytes(self._weight_shapes(model), self.torch_dtype)
         available = available_bytes(self.device)
         if not is_short(needed, available):
-            return None
+            return
         for m in loaded:
             del self.__dict__[MODEL_ATTRIBUTES[m]]
         self.released.update(loaded)
@@ -154,7 +157,7 @@ class Context:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
         dropped = " and ".join(MODEL_NAMES[m] for m in loaded)
-        return (
+        self.say(
             f"memory: {MODEL_NAMES[model]} needs {needed / GIB:.1f} GiB and {self.device} has "
-            f"{available / GIB:.1f} GiB free; released {dropped} (every stage that runs it has run)"
+            f"{available / GIB:.1f} GiB free; released {dropped} (a stage that needs it again loads it again)"
         )

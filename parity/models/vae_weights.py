@@ -47,6 +47,9 @@ DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
 # Keeping its depth, its 32 groups and the levels where a resnet changes width (so which resnets
 # have a conv shortcut) lets other libraries' Flux decoders, which hard-code that structure, hold
 # these weights; four levels keep the pipeline's 8x scale factor.
+# The Flux VAE's latent factors: Z-Image's vae/config.json, and what ComfyUI's Flux latent format
+# (`comfy/latent_formats.py`) hard-codes.
+FLUX_FACTORS = dict(scaling_factor=0.3611, shift_factor=0.1159)
 TINY_VAE_CONFIG: dict[str, Any] = dict(
     in_channels=3,
     out_channels=3,
@@ -58,8 +61,7 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
     latent_channels=16,
     norm_num_groups=32,
     sample_size=1024,
-    scaling_factor=0.3611,
-    shift_factor=0.1159,
+    **FLUX_FACTORS,
     force_upcast=True,
     use_quant_conv=False,
     use_post_quant_conv=False,
@@ -68,8 +70,7 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
 # Fan-in-scaled weights leave the normalised, SiLU'd map before conv_out at about unit scale and the
 # image at std 0.6, a tenth of it clamped; 0.7 of that bound brings the image to std 0.42.
 CONV_OUT_SCALE = 0.7
-# ComfyUI's Flux latent format (`comfy/latent_formats.py`) and its VAE's GroupNorms.
-COMFYUI_FLUX_FACTORS = dict(scaling_factor=0.3611, shift_factor=0.1159)
+# The groups of ComfyUI's VAE GroupNorms (its `Normalize`).
 COMFYUI_GROUPS = 32
 # Keys every decoder has, in each layout; used to refuse other models' files.
 DIFFUSERS_DECODER_REQUIRED = (
@@ -194,7 +195,7 @@ def _inferred_config(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[
             use_quant_conv=False,
             use_post_quant_conv="post_quant_conv.weight" in shapes,
             mid_block_add_attention=True,
-            **COMFYUI_FLUX_FACTORS,
+            **FLUX_FACTORS,
         )
     )
 

@@ -122,10 +122,12 @@ class Runner:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
-        executed, truncated = self._execute_phases(cases, goldens)
+        unsupported = self._unsupported(cases)
+        executed, truncated, spent = self._execute_phases(cases, goldens, unsupported)
         warnings = sorted({*warnings, *truncated})
         for n, case in enumerate(cases, 1):
             t = time.perf_counter()
+            wanted = self._wanted(case)
             # The case's golden fixture is already read (and verified); the other references' are read here.
             stored = {
                 r: goldens[case.id] if r == references[case.id] else self.store.load(case, r)
@@ -133,13 +135,22 @@ class Runner:
             }
             cross.extend(self._fixtures_against_each_other(case, stored))
             if self.images is not None:
-                save_files(inside(self.images, case.id), f"{references[case.id]}.fixture", goldens[case.id])
+                golden = goldens[case.id].without(*(s for s in STAGES if s not in wanted))
+                save_files(inside(self.images, case.id), f"{references[case.id]}.fixture", golden)
             for name, adapter in self.adapters.items():
-                pair, obtained = self._judge_pair(case, name, adapter, goldens[case.id], executed.get((case.id, name)))
-                results.extend(pair)
-                cross.extend(self._against_every_reference(case, name, obtained, stored))
+                why = unsupported.get((case.id, name))
+                if why is not None:
+                    results.extend(StageResult(case.id, name, s, UNSUPPORTED, "not supported", why) for s in wanted)
+                    continue
+                # Taken out as each pair is judged, so the run lets go of what it no longer needs.
+                done = executed.pop((case.id, name), None)
+                if done is None:
+                    continue
+                results.extend(self._judge_pair(case, name, adapter, goldens[case.id], done))
+                cross.extend(self._against_every_reference(case, name, done[0], stored))
             statuses = [r.status for r in results if r.case == case.id]
-            self.progress(case_line(n, len(cases), case.id, statuses, time.perf_counter() - t))
+            seconds = spent.get(case.id, 0.0) + time.perf_counter() - t
+            self.progress(case_line(n, len(cases), case.id, statuses, seconds))
         return RunResult(
             mode=self.mode,
             references=references,
@@ -158,51 +169,54 @@ class Runner:
     def _wanted(self, case: Case) -> list[str]:
         return [s for s in self.stages if s in case.stages]
 
-    def _notices(self, encoded: dict[tuple[str, str], Executed]) -> list[str]:
+    def _unsupported(self, cases: list[Case]) -> dict[tuple[str, str], str]:
+        """(case, adapter) -> why, for each pair the implementation has no way to run."""
+        found = {}
+        for case in cases:
+            for name, adapter in self.adapters.items():
+                try:
+                    adapter.check_supported(case)
+                except Unsupported as e:
+                    found[(case.id, name)] = str(e)
+        return found
+
+    def _notices(self, executed: dict[tuple[str, str], Executed]) -> list[str]:
         """What the stages say a comparison cannot show (a prompt every implementation cuts alike
         compares equal, so only this says it happened), a line each."""
         return [
             line
-            for (case, name), (outputs, _) in encoded.items()
+            for (case, name), (outputs, _) in executed.items()
             for line in notices(self.context.tokenizer, case, name, outputs.records)
         ]
 
     def _execute_phases(
-        self, cases: list[Case], goldens: dict[str, StageOutputs]
-    ) -> tuple[dict[tuple[str, str], Executed], list[str]]:
-        """Every wanted stage of every case and adapter, one phase (`PHASES`) at a time, so each model
-        is needed only during its phase and can make way for the next one's; and the first phase's
-        notices, printed as soon as it ends."""
+        self, cases: list[Case], goldens: dict[str, StageOutputs], unsupported: dict[tuple[str, str], str]
+    ) -> tuple[dict[tuple[str, str], Executed], list[str], dict[str, float]]:
+        """Every wanted stage of every supported case and adapter, one phase (`PHASES`) at a time, so
+        each model is needed only during its phase; the stages' notices, each printed as soon as the
+        phase that gives rise to it ends; and the seconds each case took."""
         executed: dict[tuple[str, str], Executed] = {}
-        truncated: list[str] = []
+        said: list[str] = []
+        spent: dict[str, float] = {}
         last_wanted = {c.id: max(map(STAGES.index, self._wanted(c)), default=-1) for c in cases}
-        for number, (model, names) in enumerate(PHASES):
+        for names in PHASES:
             first, last = STAGES.index(names[0]), STAGES.index(names[-1])
-            todo = [c for c in cases if last_wanted[c.id] >= first]
-            if todo:
-                self._make_room(model)
-            for case in todo:
+            for case in (c for c in cases if last_wanted[c.id] >= first):
                 t = time.perf_counter()
                 upto = STAGES[min(last, last_wanted[case.id])]
                 feed = goldens[case.id] if self.mode == "forced" else None
                 for name, adapter in self.adapters.items():
-                    try:
-                        adapter.check_supported(case)
-                    except Unsupported:
-                        continue
-                    executed[(case.id, name)] = execute(adapter, case, upto, feed, resume=executed.get((case.id, name)))
-                ran = ", ".join(names[: STAGES.index(upto) - first + 1])
-                self.progress(f"  {case.id}: {ran} ({time.perf_counter() - t:.1f}s)")
-            if number == 0:
-                truncated = self._notices(executed)
-                for line in truncated:
+                    if (case.id, name) not in unsupported:
+                        key = (case.id, name)
+                        executed[key] = execute(adapter, case, upto, feed, resume=executed.get(key))
+                spent[case.id] = spent.get(case.id, 0.0) + time.perf_counter() - t
+                ran = [s for s in names[: STAGES.index(upto) - first + 1] if s in case.stages]
+                self.progress(f"  {case.id}: {', '.join(ran)} ({time.perf_counter() - t:.1f}s)")
+            for line in self._notices(executed):
+                if line not in said:
+                    said.append(line)
                     self.progress(f"warning: {line}")
-        return executed, truncated
-
-    def _make_room(self, model: str | None) -> None:
-        note = self.context.make_room_for(model) if model is not None else None
-        if note is not None:
-            self.progress(note)
+        return executed, said, spent
 
     def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):
         for stage in self._wanted(case):
@@ -212,9 +226,9 @@ class Runner:
             yield CrossCheck(case.id, stage, name, reference, found.passed, found.summary)
 
     def _against_every_reference(
-        self, case: Case, name: str, obtained: StageOutputs | None, stored: dict[str, StageOutputs]
+        self, case: Case, name: str, obtained: StageOutputs, stored: dict[str, StageOutputs]
     ) -> list[CrossCheck]:
-        if obtained is None or self.mode == "forced":
+        if self.mode == "forced":
             return []
         return [
             c for reference, fixture in stored.items() for c in self._cross(case, name, obtained, reference, fixture)
@@ -231,17 +245,9 @@ class Runner:
         ]
 
     def _judge_pair(
-        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, executed: Executed | None
-    ) -> tuple[list[StageResult], StageOutputs | None]:
-        try:
-            adapter.check_supported(case)
-        except Unsupported as e:
-            return [
-                StageResult(case.id, name, s, UNSUPPORTED, "not supported", str(e)) for s in self._wanted(case)
-            ], None
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, executed: Executed
+    ) -> list[StageResult]:
         wanted = self._wanted(case)
-        if not wanted or executed is None:
-            return [], None
         last = max(wanted, key=STAGES.index)
         obtained, skipped = executed
         judged: dict[str, StageResult] = {}
@@ -271,7 +277,7 @@ class Runner:
             write_outputs(inside(self.dump, case.id), name, obtained)
         if self.images is not None:
             save_files(inside(self.images, case.id), name, obtained)
-        return [judged[s] for s in STAGES if s in wanted], obtained
+        return [judged[s] for s in STAGES if s in wanted]
 
     def _judge(
         self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,
@@ -306,7 +312,6 @@ class _Tracer:
         self.executed, self.stage = executed, stage
 
     def own(self, steps: tuple[int, ...]) -> Any:
-        self.runner._make_room(stage_named(self.stage).model)
         feed = self.golden if self.runner.mode == "forced" else None
         rerun, _ = execute(self.adapter, self.case, self.stage, feed, steps, without(self.executed, self.stage))
         return rerun.get(self.stage)
@@ -315,7 +320,6 @@ class _Tracer:
         reference = self.runner.references.get(str(self.golden.meta.get("adapter")))
         if not self.runner.blocks or reference is None or reference is self.adapter:
             return None
-        self.runner._make_room(stage_named(self.stage).model)
         start = without((self.golden, {}), self.stage)
         theirs, _ = execute(reference, self.case, self.stage, self.golden, steps, start)
         ours, _ = execute(self.adapter, self.case, self.stage, self.golden, steps, start)

@@ -48,10 +48,13 @@ def run_order(cases: list[Case], options: Options) -> list[str]:
     return [case.id for members in by_dtype(cases, options).values() for case in members]
 
 
-def _group(dtype: str, cases: list[Case], adapter_names: list[str] | None, options: Options) -> Group:
+def _group(
+    dtype: str, cases: list[Case], adapter_names: list[str] | None, options: Options,
+    say: Callable[[str], None] = to_stderr,
+) -> Group:
     chosen = select_adapters(adapter_names)
     reference_classes = {n: c for n, c in registered_adapters().items() if c.is_reference()}
-    context = Context(checkpoint=options.checkpoint, device=options.device, dtype=dtype)
+    context = Context(checkpoint=options.checkpoint, device=options.device, dtype=dtype, say=say)
     adapters = {n: c(context) for n, c in chosen.items()}
     references = {n: adapters.get(n) or c(context) for n, c in reference_classes.items()}
     return Group(context, cases, adapters, references)
@@ -98,7 +101,7 @@ class Suite:
         # A context whose text encoder made way for the DiT would load it again beside the DiT for
         # this batch's text stages; a fresh group (the old one's models go with it) holds one at a time.
         if group is None or group.context.released:
-            group = self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options)
+            group = self._groups[dtype] = _group(dtype, [], self.plan.adapters, self.plan.options, self.progress)
         return Runner(
             group.context, group.adapters, group.references, self.store, self.expectations,
             stages=self.plan.stages, mode=mode, reference=self.plan.reference,

@@ -24,7 +24,7 @@ STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
 TEXT_STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY if s.path == "text")
 
 
-def _phases() -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+def _phases() -> tuple[tuple[str, ...], ...]:
     """The registry cut into runs of consecutive stages that need at most one model between them."""
     phases: list[tuple[str | None, list[str]]] = []
     for s in REGISTRY:
@@ -34,11 +34,12 @@ def _phases() -> tuple[tuple[str | None, tuple[str, ...]], ...]:
             phases[-1] = (s.model, [*phases[-1][1], s.name])
         else:
             phases.append((s.model, [s.name]))
-    return tuple((model, tuple(names)) for model, names in phases)
+    return tuple(tuple(names) for _, names in phases)
 
 
-# (model, stages) in pipeline order: the runner runs each phase for every case before the next, so
-# a model is needed only during its own phase (text stages, then the DiT's, then the VAE's).
+# The stages in pipeline order, cut where the next model is needed: the runner runs each phase for
+# every case before the next, so a model is needed only during its own phase (the text stages,
+# then the DiT's, then the VAE's).
 PHASES = _phases()
 
 

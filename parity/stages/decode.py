@@ -112,10 +112,10 @@ def _histogram_labels(histogram: tuple[int, ...]) -> list[tuple[str, int]]:
             if n and level != 0]
 
 
-def _shift(obtained: Decoded, expected: Decoded, difference: torch.Tensor) -> float | None:
-    """The mean uint8 difference beyond 255 x the float images' mean difference (None: non-finite)."""
-    floats = float((obtained.image.double() - expected.image.double()).mean()) * 255
-    shift = float(difference.double().mean()) - floats
+def _shift(floats: torch.Tensor, levels: torch.Tensor) -> float | None:
+    """The mean uint8 difference (`levels`) beyond 255 x the float images' mean difference (`floats`);
+    None where it is not finite."""
+    shift = float(levels.double().mean()) - float(floats.mean()) * 255
     return shift if math.isfinite(shift) else None
 
 
@@ -126,17 +126,17 @@ def _conversion(shift: float | None, image: NumericDiff) -> str | None:
     return TRUNCATION if shift < 0 else ROUNDING
 
 
-def _pictures(obtained: Decoded, expected: Decoded, difference: torch.Tensor | None) -> dict[str, Any]:
-    """The report's pictures; `difference` (obtained - expected, uint8 levels) None when the shapes differ."""
+def _pictures(obtained: Decoded, expected: Decoded, magnitude: torch.Tensor | None) -> dict[str, Any]:
+    """The report's pictures; `magnitude` (|obtained - expected|, uint8 levels) None when the shapes differ."""
     from parity.drawing.images import amplified, display_uri  # PIL, only where a check has pictures to show
 
     pictures: dict[str, Any] = {"expected_png": display_uri(expected.uint8)}
-    if difference is not None and not difference.any():
+    if magnitude is not None and not magnitude.any():
         return pictures
     pictures["obtained_png"] = display_uri(obtained.uint8)
-    if difference is not None:
+    if magnitude is not None:
         # One channel: the largest difference of the pixel's three (a third of the bytes of RGB).
-        magnitude, peak = amplified(difference.abs().amax(dim=-1))
+        magnitude, peak = amplified(magnitude.amax(dim=-1))
         pictures |= {"difference_png": display_uri(magnitude), "difference_peak": peak}
     return pictures
 
@@ -191,18 +191,20 @@ class DecodeStage(Stage):
             detail = DecodeDetail(shape_mismatch=True, **_pictures(obtained, expected, None))
             return StageCheck(False, f"image {ours} vs reference {theirs}", detail)
         difference = obtained.uint8.short() - expected.uint8.short()
-        pictures = _pictures(obtained, expected, difference)
+        magnitude = difference.abs()
+        pictures = _pictures(obtained, expected, magnitude)
         image = compare_numeric(obtained.image, expected.image, tol.tolerance)
-        mse = float((obtained.image.double() - expected.image.double()).square().mean())
+        floats = obtained.image.double() - expected.image.double()
+        mse = float(floats.square().mean())
         # None: identical, or not finite.
         psnr = 10 * math.log10(1 / mse) if math.isfinite(mse) and mse > 0 else None
         differing = int((difference != 0).sum())
         fraction = differing / difference.numel()
-        worst = int(difference.abs().flatten().argmax())
+        worst = int(magnitude.flatten().argmax())
         row, column, channel = (int(i) for i in torch.unravel_index(torch.tensor(worst), difference.shape))
-        shift = _shift(obtained, expected, difference)
+        largest = int(magnitude[row, column, channel])
+        shift = _shift(floats, difference)
         conversion = _conversion(shift, image)
-        largest = int(difference.abs().max())
         levels, bound = UINT8_LEVELS[dtype], UINT8_FRACTION[dtype]
         detail = DecodeDetail(
             image=image, psnr=psnr, uint8_differing=differing, uint8_fraction=fraction,
