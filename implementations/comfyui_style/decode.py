@@ -5,9 +5,12 @@ written once. What differs from diffusers:
 - the latent is unscaled by the sampler, in float32, before the VAE sees it
   (`process_latent_out(samples.to(torch.float32))`, `comfy/samplers.py`), with the Flux latent
   format's hard-coded factors, whatever the VAE's config says;
-- `VAEDecode` casts that to the VAE's dtype (the run's dtype here) and runs the original-layout
-  decoder, whose attention projections are 1x1 convolutions (`comfy/ldm/modules/diffusionmodules/model.py`);
-- the output is cast to float32 and mapped `(x + 1) / 2`, clamped to [0, 1]: the IMAGE tensor;
+- `VAEDecode` casts that to the VAE's dtype and runs the original-layout decoder, whose attention
+  projections are 1x1 convolutions (`comfy/ldm/modules/diffusionmodules/model.py`). The VAE's dtype
+  is the run's here: `model_management.vae_dtype` picks bf16 on a device that supports it and
+  float32 on a CPU, so the bf16 rows model a GPU run;
+- the output is cast to float32 (`intermediate_dtype`) and mapped `(x + 1) / 2`, clamped to
+  [0, 1]: the IMAGE tensor;
 - `SaveImage` writes `np.clip(255. * image, 0, 255).astype(np.uint8)` (`nodes.py`): float32
   arithmetic, then truncation, where diffusers rounds.
 """
