@@ -233,3 +233,14 @@ def test_a_checkpoint_without_a_vae_runs_what_needs_none(checkpoint, tmp_path):
     assert main(["run", "--cases", "turbo", "--adapters", "diffusers", "--checkpoint", str(folder),
                  "--stages", "template,tokens,embeddings,schedule,denoise"]) == 0
     assert main(["run", "--cases", "turbo", "--adapters", "diffusers", "--checkpoint", str(folder)]) == 2
+
+
+def test_a_damaged_vae_is_named_before_any_stage_runs(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "damaged"
+    shutil.copytree(checkpoint, folder)
+    weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert main(["run", "--cases", "turbo", "--adapters", "comfyui_style", "--checkpoint", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert str(weights) in err.splitlines()[-1]
+    assert "turbo: template" not in err and "turbo: denoise" not in err

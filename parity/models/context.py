@@ -128,6 +128,21 @@ class Context:
         state = load_vae_state_dict(self.checkpoint)
         return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
 
+    def check_files(self, models: set[str]) -> None:
+        """Read the configs of those of `models` ("dit", "vae") whose files the checkpoint holds, which
+        checks them against their weights' headers: a damaged file is then one line before the first
+        stage runs, not when its model is first needed, minutes later. A part the checkpoint lacks
+        stays an error for the stage that needs it (a run that never decodes needs no VAE)."""
+        if self.checkpoint is None:
+            return
+        from parity.models.checkpoint import detect
+
+        layout = detect(self.checkpoint)
+        if "dit" in models and layout.dit is not None:
+            _ = self.dit_config
+        if "vae" in models and layout.vae is not None:
+            _ = self.vae_config
+
     def _weight_shapes(self, model: str) -> dict[str, tuple[int, ...]]:
         if model == "dit":
             from parity.models.dit_weights import expected_shapes

@@ -122,6 +122,8 @@ class Runner:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
+        last = max((STAGES.index(s) for c in cases for s in self._wanted(c)), default=-1)
+        self.context.check_files({s.model for s in REGISTRY[: last + 1] if s.model is not None})
         unsupported = self._unsupported(cases)
         executed, truncated, spent = self._execute_phases(cases, goldens, unsupported)
         warnings = sorted({*warnings, *truncated})
