@@ -186,6 +186,7 @@ def test_the_report_names_the_declared_truncation(tmp_path):
     assert [r["status"] for r in rows] == [DECLARED]
     html = report.read_text(encoding="utf-8")
     assert TRUNCATION in html and html.count("data:image/png;base64,") >= 3
+    assert "the golden fixture (diffusers)" in html
 
 
 # --- files a user opens ---------------------------------------------------------------------------

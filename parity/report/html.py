@@ -129,7 +129,8 @@ def _case_view(
     for s in REGISTRY:
         found = live.get(s.name, [])
         page = Page(adapters, data.get("mode", "free"),
-                    {a: d for (c, a, name), d in other.items() if c == case and name == s.name})
+                    {a: d for (c, a, name), d in other.items() if c == case and name == s.name},
+                    data["references"].get(case, "the reference"))
         view = s.view(found, page)
         if view is not None:
             stage_views.append({"partial": s.partial, "view": view})

@@ -69,6 +69,8 @@ class Page:
     mode: str
     # (adapter) -> this stage's detail from a run in the other mode, where the results hold one.
     companion: Mapping[str, Record]
+    # The reference whose golden fixture the case was compared with.
+    reference: str
 
 
 class Stage(ABC):

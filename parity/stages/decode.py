@@ -274,7 +274,7 @@ class DecodeStage(Stage):
                 "peak": d.difference_peak, "psnr": d.psnr, "conversion": d.conversion, "fraction": d.uint8_fraction,
                 "histogram": _histogram_labels(d.histogram) if d.histogram else None,
             })
-        return {"expected": shown[0][1].expected_png, "adapters": adapters}
+        return {"expected": shown[0][1].expected_png, "reference": page.reference, "adapters": adapters}
 
 
 DECODE = DecodeStage()
