@@ -35,7 +35,7 @@ from parity.models.checkpoint import comfyui_file, detect
 from parity.models.config_check import block_count, check_dit_config, read_config
 from parity.models.convert import COMFYUI_PREFIX, comfyui_to_diffusers
 from parity.models.deterministic import state_dict_sha256, uniform
-from parity.models.safetensors_files import read_shapes, read_tensors, shapes_of, weight_files
+from parity.models.safetensors_files import read_shapes, read_tensors, shapes_of, tensors_of, weight_files
 from parity.models.weight_check import check_names, check_shapes, name_some
 
 TINY_SEED = 20251127
@@ -223,10 +223,7 @@ def load_dit_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
     if layout.kind == "comfyui":
         return comfyui_dit_state_dict(comfyui_file(layout, "dit"))
     _config, files = _checked_transformer(checkpoint)
-    state: dict[str, torch.Tensor] = {}
-    for path in sorted(set(files.values())):
-        state.update(read_tensors(path, [name for name, where in files.items() if where == path]))
-    return state
+    return {name: tensor for tensors in tensors_of(files).values() for name, tensor in tensors.items()}
 
 
 def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:

@@ -44,11 +44,11 @@ def weight_files(folder: Path, single: str) -> dict[str, Path]:
             files = {str(name): folder / str(shard) for name, shard in weight_map.items()}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise InputError(f"cannot read the shard index {index}: {first_line(e)}") from None
-        for shard in sorted(set(files.values())):
+        for shard, names in _held(files).items():
             if not shard.is_file():
                 raise InputError(f"{index} names the shard {shard.name}, which is missing from {folder}")
             held = read_shapes(shard)
-            absent = sorted(name for name, where in files.items() if where == shard and name not in held)
+            absent = sorted(name for name in names if name not in held)
             if absent:
                 raise InputError(f"{index} places {absent[0]} in {shard.name}, which does not hold it")
         return files
@@ -58,10 +58,20 @@ def weight_files(folder: Path, single: str) -> dict[str, Path]:
     return dict.fromkeys(read_shapes(path), path)
 
 
+def _held(files: dict[str, Path]) -> dict[Path, list[str]]:
+    """The names each file holds, by file, in file order."""
+    return {path: [name for name, where in files.items() if where == path] for path in sorted(set(files.values()))}
+
+
 def shapes_of(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor `weight_files` found, from the headers."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for path in sorted(set(files.values())):
+    for path, names in _held(files).items():
         header = read_shapes(path)
-        shapes.update({name: header[name] for name, where in files.items() if where == path})
+        shapes.update({name: header[name] for name in names})
     return shapes
+
+
+def tensors_of(files: dict[str, Path]) -> dict[Path, dict[str, torch.Tensor]]:
+    """Every tensor `weight_files` found, memory-mapped, by the file that holds it."""
+    return {path: read_tensors(path, names) for path, names in _held(files).items()}

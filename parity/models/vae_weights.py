@@ -35,7 +35,7 @@ from parity.core.errors import InputError
 from parity.models.checkpoint import CheckpointLayout, comfyui_file, detect
 from parity.models.config_check import VAE_DEFAULTS, block_count, check_vae_config, read_config
 from parity.models.deterministic import uniform
-from parity.models.safetensors_files import read_shapes, read_tensors, shapes_of, weight_files
+from parity.models.safetensors_files import read_shapes, read_tensors, shapes_of, tensors_of, weight_files
 from parity.models.vae_convert import diffusers_vae_to_comfyui
 from parity.models.weight_check import check_names, check_shapes, name_some
 
@@ -286,8 +286,7 @@ def load_vae_state_dict(checkpoint: Path | None) -> dict[str, torch.Tensor]:
         return comfyui_vae_state_dict(comfyui_file(layout, "vae"))
     _config, files = _checked_vae_folder(layout)
     state: dict[str, torch.Tensor] = {}
-    for path in sorted(set(files.values())):
-        tensors = read_tensors(path, [name for name, where in files.items() if where == path])
+    for path, tensors in tensors_of(files).items():
         _check_floating(path, tensors)
         state.update(tensors)
     return state
