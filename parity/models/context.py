@@ -104,9 +104,7 @@ class Context:
         """One copy of the DiT weights (diffusers key layout, run dtype) that every adapter shares."""
         from parity.models.dit_weights import load_dit_state_dict
 
-        self._make_room_for("dit")
-        state = load_dit_state_dict(self.checkpoint)
-        return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
+        return self._shared("dit", load_dit_state_dict)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -124,9 +122,15 @@ class Context:
         """One copy of the VAE decoder's weights (diffusers key layout, run dtype) that every adapter shares."""
         from parity.models.vae_weights import load_vae_state_dict
 
-        self._make_room_for("vae")
-        state = load_vae_state_dict(self.checkpoint)
-        return {k: v.to(device=self.device, dtype=DTYPES[self.dtype]) for k, v in state.items()}
+        return self._shared("vae", load_vae_state_dict)
+
+    def _shared(
+        self, model: str, load: Callable[[Path | None], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """`model`'s weights as `load` reads them from the checkpoint, room made for them first, on the
+        run's device in its dtype."""
+        self._make_room_for(model)
+        return {k: v.to(device=self.device, dtype=self.torch_dtype) for k, v in load(self.checkpoint).items()}
 
     def check_files(self, models: set[str]) -> None:
         """Read the configs of those of `models` ("dit", "vae") whose files the checkpoint holds, which
