@@ -122,8 +122,6 @@ class Runner:
             self.progress(f"warning: {line}")
         results: list[StageResult] = []
         cross: list[CrossCheck] = []
-        last = max((STAGES.index(s) for c in cases for s in self._wanted(c)), default=-1)
-        self.context.check_files({s.model for s in REGISTRY[: last + 1] if s.model is not None})
         unsupported = self._unsupported(cases)
         executed, truncated, spent = self._execute_phases(cases, goldens, unsupported)
         warnings = sorted({*warnings, *truncated})
@@ -182,26 +180,22 @@ class Runner:
                     found[(case.id, name)] = str(e)
         return found
 
-    def _notices(self, executed: dict[tuple[str, str], Executed]) -> list[str]:
-        """What the stages say a comparison cannot show (a prompt every implementation cuts alike
-        compares equal, so only this says it happened), a line each."""
-        return [
-            line
-            for (case, name), (outputs, _) in executed.items()
-            for line in notices(self.context.tokenizer, case, name, outputs.records)
-        ]
-
     def _execute_phases(
         self, cases: list[Case], goldens: dict[str, StageOutputs], unsupported: dict[tuple[str, str], str]
     ) -> tuple[dict[tuple[str, str], Executed], list[str], dict[str, float]]:
         """Every wanted stage of every supported case and adapter, one phase (`PHASES`) at a time, so
-        each model is needed only during its phase; the stages' notices, each printed as soon as the
-        phase that gives rise to it ends; and the seconds each case took."""
+        each model is needed only during its phase; the stages' notices (what a comparison cannot
+        show: a prompt every implementation cuts alike compares equal), each printed as soon as the
+        phase of its stage ends; and the seconds each case took."""
         executed: dict[tuple[str, str], Executed] = {}
         said: list[str] = []
         spent: dict[str, float] = {}
         last_wanted = {c.id: max(map(STAGES.index, self._wanted(c)), default=-1) for c in cases}
+        # The files of every model a selected stage runs, checked before the first stage.
+        running = REGISTRY[: max(last_wanted.values(), default=-1) + 1]
+        self.context.check_files({s.model for s in running if s.model is not None})
         for names in PHASES:
+            noticed: list[str] = []
             first, last = STAGES.index(names[0]), STAGES.index(names[-1])
             for case in (c for c in cases if last_wanted[c.id] >= first):
                 t = time.perf_counter()
@@ -211,13 +205,13 @@ class Runner:
                     if (case.id, name) not in unsupported:
                         key = (case.id, name)
                         executed[key] = execute(adapter, case, upto, feed, resume=executed.get(key))
+                        noticed += notices(self.context.tokenizer, case.id, name, executed[key][0].records, names)
                 spent[case.id] = spent.get(case.id, 0.0) + time.perf_counter() - t
                 ran = [s for s in names[: STAGES.index(upto) - first + 1] if s in case.stages]
                 self.progress(f"  {case.id}: {', '.join(ran)} ({time.perf_counter() - t:.1f}s)")
-            for line in self._notices(executed):
-                if line not in said:
-                    said.append(line)
-                    self.progress(f"warning: {line}")
+            for line in noticed:
+                self.progress(f"warning: {line}")
+            said += noticed
         return executed, said, spent
 
     def _cross(self, case: Case, name: str, outputs: StageOutputs, reference: str, stored: StageOutputs):

@@ -64,9 +64,11 @@ def upstream(name: str) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in found)
 
 
-def notices(tokenizer: PreTrainedTokenizerBase, case: str, adapter: str, records: Records) -> list[str]:
-    """Every stage's notice about `adapter`'s records for `case`, as warning lines."""
-    found = (s.notice(tokenizer, records) for s in REGISTRY)
+def notices(
+    tokenizer: PreTrainedTokenizerBase, case: str, adapter: str, records: Records, stages: tuple[str, ...] = STAGES
+) -> list[str]:
+    """The notices of `stages` (default: every stage) about `adapter`'s records for `case`, as warning lines."""
+    found = (s.notice(tokenizer, records) for s in REGISTRY if s.name in stages)
     return [f"case {case!r}: {adapter} {line}" for line in found if line is not None]
 
 
