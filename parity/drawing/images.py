@@ -16,21 +16,27 @@ from PIL import Image
 DISPLAY_MAX = 256
 
 
+def _image(pixels: torch.Tensor) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(pixels.numpy()))
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
 def png_bytes(pixels: torch.Tensor) -> bytes:
     """A (H, W, 3) uint8 image as PNG."""
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels.numpy())).save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return _png(_image(pixels))
 
 
 def display_uri(pixels: torch.Tensor) -> str:
     """A (H, W, 3) uint8 image as a PNG data URI, downscaled to DISPLAY_MAX a side."""
-    image = Image.fromarray(np.ascontiguousarray(pixels.numpy()))
+    image = _image(pixels)
     if max(image.size) > DISPLAY_MAX:
         image.thumbnail((DISPLAY_MAX, DISPLAY_MAX), Image.Resampling.BOX)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(_png(image)).decode("ascii")
 
 
 def amplified(difference: torch.Tensor) -> tuple[torch.Tensor, float]:
