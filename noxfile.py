@@ -18,6 +18,8 @@ nox.options.reuse_venv = "yes"
 PYPROJECT = nox.project.load_toml(Path(__file__).with_name("pyproject.toml"))
 # Only trl's copy of the official Qwen3 chat template is read; its training stack is not needed.
 TEMPLATE_SOURCE = PYPROJECT["project"]["optional-dependencies"]["reference-data"]
+# The source trees live adapters import from a path (`--comfyui DIR`), as the package declares them.
+CHECKOUTS = tuple(PYPROJECT["project"]["entry-points"]["zimage_parity.checkouts"])
 
 
 def pinned(*groups: str) -> tuple[str, ...]:
@@ -29,6 +31,16 @@ def install_project(session: nox.Session) -> None:
     session.install(*pinned("torch", "libraries"))
     session.install("--no-deps", *TEMPLATE_SOURCE)
     session.install("-e", ".")
+
+
+def checkout_variables(posargs: list[str]) -> dict[str, str]:
+    """`--comfyui DIR`-style options among the posargs as the environment variables the tests read
+    (`ZIMAGE_PARITY_COMFYUI`), so a checkout given for the regen reaches the live tests too."""
+    found = {}
+    for option, value in zip(posargs, posargs[1:]):
+        if option.startswith("--") and option[2:].replace("-", "_") in CHECKOUTS:
+            found[f"ZIMAGE_PARITY_{option[2:].replace('-', '_').upper()}"] = str(Path(value).resolve())
+    return found
 
 
 @nox.session
@@ -83,12 +95,12 @@ def references(session: nox.Session) -> None:
     nothing and fails if the live libraries no longer reproduce the stored fixtures.
     """
     session.install(*pinned("reference-torch"))
-    session.install(*pinned("libraries", "diffsynth", "tests"))
+    session.install(*pinned("libraries", "diffsynth", "comfyui", "tests"))
     session.install("--no-deps", *TEMPLATE_SOURCE)
     session.install("-e", ".")
-    env = {"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch"}
-    # The live DiffSynth adapter's own tests can only run here.
-    session.run("pytest", "-q", "tests/test_diffsynth_live.py", env=env)
+    env = {"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch", **checkout_variables(session.posargs)}
+    # The live adapters' own tests can only run here (those needing a checkout skip without one).
+    session.run("pytest", "-q", "tests/test_diffsynth_live.py", "tests/test_comfyui_live.py", env=env)
     session.run("parity", "fixtures", "regen", *session.posargs, env=env)
 
 

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from parity.core.default_paths import DEFAULT_FIXTURES, DEFAULT_RESULTS
 from parity.core.errors import InputError, first_line
+from parity.suite.checkouts import declared
 
 INTERNAL_ERROR = 3
 DEBUG_VARIABLE = "PARITY_DEBUG"
@@ -35,6 +36,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), help="override every case's dtype")
     p.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
+    for checkout in declared().values():
+        p.add_argument(
+            checkout.option, type=Path, metavar="DIR", dest=f"checkout_{checkout.name}",
+            help=f"{checkout.what}, for the adapters that import it (or {checkout.variable}=DIR)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,7 +51,7 @@ from parity.suite.cases import Case
 TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _richer_than_a_prompt(case: Case) -> str | None:
+def richer_than_a_prompt(case: Case) -> str | None:
     """The first case field a single plain prompt cannot carry, if any."""
     fields = {
         "messages": case.messages is not None,
@@ -70,13 +70,14 @@ def _richer_than_a_prompt(case: Case) -> str | None:
 class ComfyUIStyleAdapter(ComfySampler, ComfyDecoder, Adapter):
     name: ClassVar[str] = "comfyui_style"
     summary: ClassVar[str] = "stock ComfyUI's Z-Image text path (CLIPTextEncode), re-implemented"
+    modelled_on: ClassVar[str | None] = "comfyui_live"
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.context.tokenizer
 
     def check_supported(self, case: Case) -> None:
-        extra = _richer_than_a_prompt(case)
+        extra = richer_than_a_prompt(case)
         if extra is not None:
             raise Unsupported(f"ComfyUI's text encode node takes one prompt; the case sets {extra}")
 
@@ -92,6 +93,8 @@ class ComfyUIStyleAdapter(ComfySampler, ComfyDecoder, Adapter):
 
 class ComfyUILegacyTokenizerAdapter(ComfyUIStyleAdapter):
     name: ClassVar[str] = "comfyui_style_pre20251201"
+    # Other settings than the live adapter runs with: no stored outputs to be judged against.
+    modelled_on: ClassVar[str | None] = None
     summary: ClassVar[str] = "stock ComfyUI before 2025-12-01, when <think> was not a single token"
     in_default_run: ClassVar[bool] = False
 
@@ -102,6 +105,8 @@ class ComfyUILegacyTokenizerAdapter(ComfyUIStyleAdapter):
 
 class ComfyUINormalSchedulerAdapter(ComfyUIStyleAdapter):
     name: ClassVar[str] = "comfyui_style_normal"
+    # Other settings than the live adapter runs with: no stored outputs to be judged against.
+    modelled_on: ClassVar[str | None] = None
     summary: ClassVar[str] = "stock ComfyUI with the KSampler's `normal` scheduler instead of `simple`"
     in_default_run: ClassVar[bool] = False
 

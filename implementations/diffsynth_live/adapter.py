@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -137,7 +138,7 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
     # The installed library and the pipeline
 
     @classmethod
-    def missing_requirement(cls) -> str | None:
+    def missing_requirement(cls, checkouts: Mapping[str, Path]) -> str | None:
         return None if library.available() else f"the diffsynth package is not installed: {library.INSTALL_HINT}"
 
     @staticmethod

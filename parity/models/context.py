@@ -71,6 +71,8 @@ class Context:
     say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr), repr=False)
     # The models that made way for another: loading one again would hold both.
     released: set[str] = field(default_factory=set)
+    # Source trees adapters import from a path, by name (`parity.suite.checkouts`).
+    checkouts: dict[str, Path] = field(default_factory=dict)
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:

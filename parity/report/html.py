@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from parity.compare.records import Record
 from parity.core.files import atomic_write_bytes
+from parity.core.labels import split_label
 from parity.core.status import DIVERGENT, FAILING, MATCH, UNSUPPORTED
 from parity.drawing.marks import SEVERITY, STATUS_MARK, worst
 from parity.report.metrics_table import metrics_table
@@ -49,11 +50,12 @@ def reproduce(data: dict[str, Any], case: str, adapter: str | None = None, stage
               blocks: bool = False) -> str:
     """The `parity run` command that reproduces one row (or one case) of this report."""
     args = ["parity", "run", "--cases", case]
+    adapter, modelled = split_label(adapter) if adapter else (None, None)
     if adapter:
         args += ["--adapters", adapter]
     if stage:
         args += ["--stages", stage]
-    reference = (data.get("references") or {}).get(case)
+    reference = modelled or (data.get("references") or {}).get(case)
     if reference:
         args += ["--reference", reference]
     args += ["--mode", data.get("mode", "free")]

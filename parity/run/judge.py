@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.core.errors import InputError
+from parity.core.labels import fidelity_label
 from parity.core.paths import inside
 from parity.core.status import DECLARED, DIVERGENT, FAILING, MATCH, STALE, UNEXPECTED, UNSUPPORTED
 from parity.golden.expectations import Expectations
@@ -147,14 +148,16 @@ class Runner:
                 if done is None:
                     continue
                 results.extend(self._judge_pair(case, name, adapter, goldens[case.id], done))
+                results.extend(self._judge_fidelity(case, name, adapter, references[case.id], stored, done))
                 cross.extend(self._against_every_reference(case, name, done[0], stored))
             statuses = [r.status for r in results if r.case == case.id]
             seconds = spent.get(case.id, 0.0) + time.perf_counter() - t
             self.progress(case_line(n, len(cases), case.id, statuses, seconds))
+        judged = list(dict.fromkeys(r.adapter for r in results))
         return RunResult(
             mode=self.mode,
             references=references,
-            adapters=list(self.adapters),
+            adapters=[*self.adapters, *(a for a in judged if a not in self.adapters)],
             stages=list(self.stages),
             results=results,
             environment=here,
@@ -240,8 +243,21 @@ class Runner:
             for c in self._cross(case, f"{a} (fixture)", fixture, b, other)
         ]
 
+    def _judge_fidelity(
+        self, case: Case, name: str, adapter: Adapter, reference: str, stored: dict[str, StageOutputs],
+        executed: Executed,
+    ) -> list[StageResult]:
+        """A re-implementation against the stored outputs of the real code it models, stage by stage,
+        judged like any pair (declared under its `fidelity_label`), when that code's fixture exists.
+        Free-running only: teacher-forced, it was fed the case reference's outputs, not that code's."""
+        real = type(adapter).modelled_on
+        if real is None or real == reference or real not in stored or self.mode == "forced":
+            return []
+        label = fidelity_label(name, real)
+        return self._judge_pair(case, label, adapter, stored[real], executed, files=False)
+
     def _judge_pair(
-        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, executed: Executed
+        self, case: Case, name: str, adapter: Adapter, golden: StageOutputs, executed: Executed, files: bool = True
     ) -> list[StageResult]:
         wanted = self._wanted(case)
         last = max(wanted, key=STAGES.index)
@@ -269,9 +285,9 @@ class Runner:
                 )
             tracer = _Tracer(self, case, adapter, golden, (obtained, skipped), stage)
             judged[stage] = self._judge(case, name, stage, obtained, golden, diverged_upstream, tracer)
-        if self.dump is not None:
+        if self.dump is not None and files:
             write_outputs(inside(self.dump, case.id), name, obtained)
-        if self.images is not None:
+        if self.images is not None and files:
             save_files(inside(self.images, case.id), name, obtained)
         return [judged[s] for s in STAGES if s in wanted]
 

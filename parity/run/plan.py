@@ -25,6 +25,8 @@ class Options:
     checkpoint: Path | None = None
     device: str = "cpu"
     dtype: str | None = None
+    # (name, path) of each checkout given, already checked (`parity.suite.checkouts.resolve`).
+    checkouts: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass
@@ -52,9 +54,12 @@ def _group(
     dtype: str, cases: list[Case], adapter_names: list[str] | None, options: Options,
     say: Callable[[str], None] = to_stderr,
 ) -> Group:
-    chosen = select_adapters(adapter_names)
-    reference_classes = {n: c for n, c in registered_adapters().items() if c.is_reference()}
-    context = Context(checkpoint=options.checkpoint, device=options.device, dtype=dtype, say=say)
+    checkouts = dict(options.checkouts)
+    chosen = select_adapters(adapter_names, checkouts)
+    reference_classes = {n: c for n, c in registered_adapters(checkouts).items() if c.is_reference()}
+    context = Context(
+        checkpoint=options.checkpoint, device=options.device, dtype=dtype, say=say, checkouts=checkouts
+    )
     adapters = {n: c(context) for n, c in chosen.items()}
     references = {n: adapters.get(n) or c(context) for n, c in reference_classes.items()}
     return Group(context, cases, adapters, references)

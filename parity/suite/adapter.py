@@ -10,7 +10,9 @@ Adapters register under the `zimage_parity.adapters` entry-point group; this mod
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -24,6 +26,7 @@ from parity.stages.schedule import Schedule
 from parity.stages.template import Template
 from parity.stages.tokens import Tokens
 from parity.suite.cases import Case
+from parity.suite.checkouts import Checkout, resolve
 
 ENTRY_POINT_GROUP = "zimage_parity.adapters"
 
@@ -40,6 +43,11 @@ class Adapter(ABC):
     reference_priority: ClassVar[int | None] = None
     # Variants (an old tokenizer, say) run only when asked for by name.
     in_default_run: ClassVar[bool] = True
+    # A re-implementation names the live adapter running the code it models: wherever that adapter's
+    # fixture exists, it is judged against it too, stage by stage (`parity.run.judge`).
+    modelled_on: ClassVar[str | None] = None
+    # The source trees it imports from a path (`parity.suite.checkouts`), read from `context.checkouts`.
+    checkouts: ClassVar[tuple[Checkout, ...]] = ()
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -49,9 +57,10 @@ class Adapter(ABC):
         return cls.reference_priority is not None
 
     @classmethod
-    def missing_requirement(cls) -> str | None:
-        """Why this implementation cannot run in this environment (a package it drives is absent)."""
-        return None
+    def missing_requirement(cls, checkouts: Mapping[str, Path]) -> str | None:
+        """Why this implementation cannot run in this environment (a package it drives is absent, a
+        checkout it imports was not given)."""
+        return next((c.missing() for c in cls.checkouts if c.name not in checkouts), None)
 
     def check_supported(self, case: Case) -> None:
         """Raise Unsupported with a reason when this implementation has no way to run `case`."""
@@ -86,7 +95,7 @@ class Adapter(ABC):
         return {}
 
 
-def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
+def _load_all(checkouts: Mapping[str, Path]) -> tuple[dict[str, type[Adapter]], dict[str, str]]:
     found: dict[str, type[Adapter]] = {}
     missing: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -98,7 +107,7 @@ def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
             continue
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
             raise TypeError(f"entry point {ep.name!r} is not an Adapter subclass")
-        reason = cls.missing_requirement()
+        reason = cls.missing_requirement(checkouts)
         if reason is not None:
             missing[ep.name] = reason
             continue
@@ -106,19 +115,20 @@ def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
     return found, missing
 
 
-def registered_adapters() -> dict[str, type[Adapter]]:
-    """Every adapter that can be imported in this environment."""
-    return _load_all()[0]
+def registered_adapters(checkouts: Mapping[str, Path] | None = None) -> dict[str, type[Adapter]]:
+    """Every adapter that can run in this environment with these checkouts (default: the ones the
+    environment variables name)."""
+    return _load_all(resolve({}) if checkouts is None else checkouts)[0]
 
 
-def unavailable_adapters() -> dict[str, str]:
-    """Registered adapters this environment cannot import, with the import error."""
-    return _load_all()[1]
+def unavailable_adapters(checkouts: Mapping[str, Path] | None = None) -> dict[str, str]:
+    """Registered adapters that cannot run here, with the reason."""
+    return _load_all(resolve({}) if checkouts is None else checkouts)[1]
 
 
-def select_adapters(names: list[str] | None) -> dict[str, type[Adapter]]:
+def select_adapters(names: list[str] | None, checkouts: Mapping[str, Path]) -> dict[str, type[Adapter]]:
     """The adapters to run: the named ones (in that order), or every default one."""
-    available, missing = _load_all()
+    available, missing = _load_all(checkouts)
     if names is None:
         return {n: c for n, c in sorted(available.items()) if c.in_default_run}
     for name in names:
