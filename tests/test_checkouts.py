@@ -4,6 +4,7 @@ outputs of the real code they hold judging the re-implementations that model it 
 from pathlib import Path
 
 import pytest
+from cli_run import bad_input, invoke
 
 from parity.core.errors import InputError
 from parity.core.labels import fidelity_label, split_label
@@ -15,7 +16,6 @@ from parity.stages import STAGES
 from parity.stages.template import Template
 from parity.suite.adapter import registered_adapters, unavailable_adapters
 from parity.suite.checkouts import declared, resolve
-from cli_run import bad_input, invoke
 
 ROOT = Path(__file__).parents[1]
 COMFYUI_FILES = ("nodes.py", "comfy/sd.py", "comfy/samplers.py", "comfy/model_management.py")
