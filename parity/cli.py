@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 on an unexpected divergence, like the run",
     )
     report.add_argument("--out", type=Path, default=Path("reports/parity.html"))
+
+    case = sub.add_parser("case", help="write a case file from another tool's workflow file")
+    case.add_argument(
+        "--from-workflow", type=Path, required=True, metavar="FILE",
+        help="a ComfyUI workflow (UI or API JSON); nodes not understood are listed on stderr and in the file",
+    )
+    case.add_argument("--out", type=Path, metavar="CASE_TOML", help="write the case here (default: standard output)")
+    case.add_argument("--id", help="the case id (default: from the file name)")
     return parser
 
 

@@ -312,3 +312,31 @@ def report(args: argparse.Namespace) -> int:
     write_html(data, args.out)
     print(args.out)
     return 0
+
+
+def case(args: argparse.Namespace) -> int:
+    from parity.core.files import atomic_write_bytes
+    from parity.suite.workflow_reader import case_comments, case_id_for, case_toml, listed, read_workflow_file
+
+    if args.out is not None:
+        _apart(("--from-workflow", args.from_workflow), ("--out", args.out))
+        refuse_to_replace(args.out)
+    found = read_workflow_file(args.from_workflow)
+    fields = {
+        "id": case_id_for(args.from_workflow) if args.id is None else args.id,
+        "description": f"From {args.from_workflow.name}: {found.summary}.",
+        **found.fields,
+    }
+    # Refused here as the case loader would refuse it, so a written case file always loads.
+    parse_case(fields, args.from_workflow)
+    text = case_toml(fields, case_comments(args.from_workflow, found))
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(args.out, text.encode("utf-8"))
+        print(args.out)
+    if found.not_understood:
+        print(f"parity: {len(found.not_understood)} node(s) not understood, not read into the case:", file=sys.stderr)
+        for line in listed(found.not_understood):
+            print(f"  {line}", file=sys.stderr)
+    return 0
