@@ -226,6 +226,43 @@ def test_a_capture_covers_one_sample(reference):
         reference([latent.unsqueeze(1)] * 2, torch.cat([t, t]), [cap, cap], return_dict=False)
 
 
+def batch_of_two(case, other):
+    (latent, t, cap), (other_latent, other_t, other_cap) = case, other
+    return torch.stack([other_latent, latent]), torch.cat([other_t, t]), torch.stack([other_cap, cap])
+
+
+@settings(max_examples=10, deadline=None)
+@given(case=inputs, seed=st.integers(0, 2**31))
+def test_a_batch_of_one_caption_length_matches_each_sample_alone(state, config, reference, case, seed):
+    """Against the installed model run on each sample alone: the batch changes rounding only, within
+    the noise the installed model's own batching shows (the module docstring)."""
+    latent, _, cap = case
+    other = make_inputs(seed, latent.shape[1] // 2, latent.shape[2] // 2, cap.shape[0])
+    batch = run(ours(state, config, EQUIVALENT["ComfyUI but qk eps 1e-5"]), *batch_of_two(case, other))
+    assert batch.shape == (2, *latent.shape)
+    close(batch[1], run_installed(reference, *case))
+    close(batch[0], run_installed(reference, *other))
+
+
+def test_a_batch_needs_one_time_value_per_sample(state, config):
+    latent, t, cap = batch_of_two(make_inputs(1), make_inputs(2))
+    with pytest.raises(ValueError, match="2 time value"):
+        run(ours(state, config), latent, t[:1], cap)
+    with pytest.raises(ValueError, match="one per caption"):
+        run(ours(state, config), latent[:1], t, cap)
+
+
+def test_a_capture_told_its_sample_keeps_that_sample_of_a_batch(state, config):
+    case, other = make_inputs(5, cap_len=20), make_inputs(6, cap_len=20)
+    model = ours(state, config, COMFYUI)
+    alone = capture(model, run, case)
+    with capture_blocks(model, sample=1) as batched:
+        run(model, *batch_of_two(case, other))
+    assert list(batched) == list(alone)
+    for name in alone:
+        close(batched[name], alone[name])
+
+
 def test_weights_are_shared_not_copied(state, config):
     model = ours(state, config)
     assert all(p.data_ptr() == state[name].data_ptr() for name, p in model.state_dict().items())

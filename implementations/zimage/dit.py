@@ -11,8 +11,7 @@ Flow of `ZImageDiT.forward` for one sample:
 3. both sequences padded to a multiple of 32 with learned pad tokens, which are *not* masked out;
 4. positions: caption token j -> (1 + j, 0, 0); image token (h, w) -> (Lc + 1, h, w) with Lc the padded
    caption length; image pad tokens -> (0, 0, 0);
-5. `noise_refiner` blocks on the image tokens (modulated by adaln), `context_refiner` blocks on the
-   caption tokens (not modulated);
+5. `noise_refiner` blocks on the image tokens (modulated by adaln), `context_refiner` on the caption's;
 6. the joined sequence through `layers` (modulated), `final_layer`, and back to (C, H, W).
 
 The state dict is diffusers' `ZImageTransformer2DModel` layout (DiffSynth uses the same keys) for every
@@ -23,9 +22,8 @@ implementations holding one state dict cost one copy of weights. ComfyUI's fused
 stored: a view when they already lie back to back (as a ComfyUI file's split weights do), else a
 transient copy of one layer's three matrices.
 
-The model runs in the dtype of its weights; inputs are cast to it first, as every pipeline does before
-calling its transformer. Only the batch-of-one case is modelled: there is no attention mask because a
-single sample never needs one.
+The model runs in the dtype of its weights; inputs are cast to it first, as every pipeline does. A batch
+is modelled for captions of one length only (ComfyUI batches only those), so no attention mask is needed.
 """
 
 from __future__ import annotations
@@ -292,9 +290,9 @@ def padded_length(n: int) -> int:
 
 
 def pad_tokens(tokens: torch.Tensor, pad_token: torch.Tensor) -> torch.Tensor:
-    """Append copies of the learned pad token up to a multiple of 32 tokens."""
-    missing = padded_length(len(tokens)) - len(tokens)
-    return torch.cat([tokens, pad_token.to(tokens.dtype).expand(missing, -1)])
+    """Append copies of the learned pad token to (B, N, D) tokens, up to a multiple of 32 tokens."""
+    batch, n, _ = tokens.shape
+    return torch.cat([tokens, pad_token.to(tokens.dtype).expand(batch, padded_length(n) - n, -1)], dim=1)
 
 
 def token_positions(caption_tokens: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,40 +348,40 @@ class ZImageDiT(nn.Module):
         return rotary(positions.to(device), c.axes_dims, c.axes_lens, c.rope_theta, self.variant.rope)
 
     def forward(self, latent: torch.Tensor, t: torch.Tensor, cap_feats: torch.Tensor) -> torch.Tensor:
-        """The raw DiT output (C, H, W) for one sample: what diffusers' transformer returns, before
-        the pipeline negates it.
+        """The raw DiT output: what diffusers' transformer returns, before the pipeline negates it.
 
-        latent: (C, H, W) or (1, C, H, W); H and W must be multiples of the patch size (ValueError
-        otherwise: padding or rounding is the caller's choice, and implementations choose differently).
-        t: scalar or (1,), the model time `1 - sigma`; it is multiplied by t_scale in its own dtype
-        and the sinusoid is taken in float32, as diffusers does (pass float32 to match it).
-        cap_feats: (L, cap_feat_dim), L >= 1, the caption rows as the implementation hands them over.
+        One sample: latent (C, H, W) or (1, C, H, W), t a scalar or (1,), cap_feats (L >= 1,
+        cap_feat_dim) -> (C, H, W). A batch: latent (B, C, H, W), t (B,), cap_feats (B, L, cap_feat_dim)
+        -> (B, C, H, W). H and W must be multiples of the patch size (ValueError otherwise: padding or
+        rounding is the caller's choice, and implementations choose differently). t is the model time
+        `1 - sigma`, multiplied by t_scale in its own dtype, the sinusoid taken in float32, as diffusers
+        does (pass float32 to match it); cap_feats are the caption rows as the implementation hands them.
         """
         c, p = self.config, self.config.patch_size
-        image = latent[0] if latent.ndim == 4 and latent.shape[0] == 1 else latent
-        if image.ndim != 3 or image.shape[0] != c.in_channels:
-            expected = f"({c.in_channels}, H, W) or (1, {c.in_channels}, H, W)"
-            raise ValueError(f"latent must be {expected}, got {tuple(latent.shape)}")
-        channels, height, width = image.shape
+        batched = cap_feats.ndim == 3
+        images = latent if batched or latent.ndim == 4 else latent[None]
+        caps = cap_feats if batched else cap_feats[None]
+        if images.ndim != 4 or images.shape[1] != c.in_channels or len(images) != len(caps):
+            raise ValueError(f"latent must be ({c.in_channels}, H, W) or one per caption, got {tuple(latent.shape)}")
+        batch, channels, height, width = images.shape
         if height % p or width % p:
             raise ValueError(f"latent {height}x{width} is not divisible by the patch size {p}")
-        if cap_feats.ndim != 2 or cap_feats.shape[1] != c.cap_feat_dim or not len(cap_feats):
-            raise ValueError(f"cap_feats must be (L >= 1, {c.cap_feat_dim}), got {tuple(cap_feats.shape)}")
-        if t.numel() != 1:
-            raise ValueError(f"one time value expected, got shape {tuple(t.shape)}")
+        if caps.ndim != 3 or caps.shape[2] != c.cap_feat_dim or not caps.shape[1]:
+            raise ValueError(f"cap_feats must be ([B,] L >= 1, {c.cap_feat_dim}), got {tuple(cap_feats.shape)}")
+        if t.numel() != batch:
+            raise ValueError(f"{batch} time value(s) expected, got shape {tuple(t.shape)}")
         dtype, device = self.x_pad_token.dtype, self.x_pad_token.device
-        adaln = self.t_embedder(t.reshape(1).to(device) * c.t_scale, dtype)
+        adaln = self.t_embedder(t.reshape(batch).to(device) * c.t_scale, dtype)
 
         grid = (height // p, width // p)
-        x = pad_tokens(self.all_x_embedder[c.patch_key](patchify(image.to(device, dtype), p)), self.x_pad_token)
-        cap = pad_tokens(self.cap_embedder(cap_feats.to(device, dtype)), self.cap_pad_token)
-        image_pos, cap_pos = token_positions(len(cap_feats), grid)
+        patches = torch.stack([patchify(image, p) for image in images.to(device, dtype)])
+        x = pad_tokens(self.all_x_embedder[c.patch_key](patches), self.x_pad_token)
+        cap = pad_tokens(self.cap_embedder(caps.to(device, dtype)), self.cap_pad_token)
+        image_pos, cap_pos = token_positions(caps.shape[1], grid)
 
-        x = x[None]
         image_rope = self._rotary(image_pos, device)
         for block in self.noise_refiner:
             x = block(x, image_rope, adaln)
-        cap = cap[None]
         cap_rope = self._rotary(cap_pos, device)
         for block in self.context_refiner:
             cap = block(cap, cap_rope)
@@ -394,7 +392,9 @@ class ZImageDiT(nn.Module):
         joint_rope = self._rotary(torch.cat(positions), device)
         for block in self.layers:
             joint = block(joint, joint_rope, adaln)
-        out = self.all_final_layer[c.patch_key](joint, adaln)[0]
+        out = self.all_final_layer[c.patch_key](joint, adaln)
 
         start = 0 if image_first else cap.shape[1]
-        return unpatchify(out[start : start + grid[0] * grid[1]], channels, grid, p)
+        tokens = out[:, start : start + grid[0] * grid[1]]
+        result = torch.stack([unpatchify(sample, channels, grid, p) for sample in tokens])
+        return result if batched else result[0]

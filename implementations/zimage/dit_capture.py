@@ -8,8 +8,8 @@ whether it came from the installed `diffusers.ZImageTransformer2DModel` or from 
 joins [caption, image] as ComfyUI does.
 
 The hooks are forward hooks on the named modules; nothing in the model changes. A capture covers
-one forward of one sample: a second forward inside it, or a batch of two, raises rather than mix
-samples.
+one forward of one sample: a second forward inside it raises rather than mix samples, and so does a
+batch, unless the capture is told which of its samples to keep.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def _joint_order(model: nn.Module) -> JointOrder:
 
 
 @contextmanager
-def capture_blocks(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+def capture_blocks(model: nn.Module, sample: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Yield a dict that the next forward fills with each block's output, in execution order.
 
-    Works on a `ZImageDiT` and on the installed `diffusers.ZImageTransformer2DModel` alike.
+    Works on a `ZImageDiT` and on the installed `diffusers.ZImageTransformer2DModel` alike. With
+    `sample`, the forward may be a batch and that sample of it is kept.
     """
     order = _joint_order(model)
     captured: dict[str, torch.Tensor] = {}
@@ -49,11 +50,11 @@ def capture_blocks(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
     def on_block(name: str):
         def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            if output.shape[0] != 1:
+            if sample is None and output.shape[0] != 1:
                 raise ValueError(f"{name}: block capture covers one sample, got a batch of {output.shape[0]}")
             if name in captured:
                 raise RuntimeError(f"{name} ran twice inside one capture; capture one forward at a time")
-            tokens = output.detach()[0]
+            tokens = output.detach()[sample or 0]
             if order == "caption_image" and name.startswith(JOINT_PREFIXES):
                 split = caption_len[-1]
                 tokens = torch.cat([tokens[split:], tokens[:split]])
