@@ -45,12 +45,13 @@ TOLERANCES = {
 
 @dataclass(frozen=True)
 class Denoise:
-    """The sampling trajectory: what each step's Euler update used, and where it went.
+    """The sampling trajectory: what each step's update used, and where it went.
 
     `model_out` is (N, C, H, W): the velocity the step applied, `x_next = x + (sigma_next - sigma)
-    * model_out`, after guidance and sign conventions. `latents` is (N+1, C, H, W): the initial
-    noise, then every step's result. `blocks` maps "step.<k>.<module>" to that block's output at
-    step k when per-block capture is on.
+    * model_out`, after guidance and sign conventions (a multistep update, which applies no single
+    velocity, records its effective one, `(x_next - x) / (sigma_next - sigma)`). `latents` is
+    (N+1, C, H, W): the initial noise, then every step's result. `blocks` maps "step.<k>.<module>"
+    to that block's output at step k when per-block capture is on.
     """
 
     model_out: torch.Tensor
