@@ -1,5 +1,6 @@
 """Case files: every bad key or value is one clear InputError naming the problem."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def test_the_shipped_suite_loads_with_unique_ids():
         ('[[case]]\nid = "a"\nprompt = "x"\ndenoise = 1.5\n', "denoise must be in (0, 1]"),
         ('[[case]]\nid = "a"\nprompt = "x"\nadd_think_block = 1\n', "'add_think_block' must be bool"),
         ('[[case]]\nid = "a"\nmessages = [{ role = "bot", content = "x" }]\n', "message role must be"),
+        ('[[case]]\nid = "a"\nprompt = "x"\nsampler = "dpmpp_2m"\n',
+         "sampler must be one of euler, res_multistep, not 'dpmpp_2m'"),
+        ('[[case]]\nid = "a"\nprompt = "x"\nsampler = "Euler"\n', "sampler must be one of euler, res_multistep"),
+        ('[[case]]\nid = "a"\nprompt = "x"\nsampler = 1\n', "'sampler' must be str"),
+        ('[[case]]\nid = "a"\nprompt = "x"\nnegative_conditioning = "none"\n',
+         "negative_conditioning must be one of zeroed, encoded, not 'none'"),
         ("[[case]\nid = 1\n", "malformed TOML"),
         ("title = 'x'\n", "unknown top-level key 'title'"),
         ("", "no [[case]] tables"),
@@ -64,6 +71,30 @@ def test_content_hash_changes_with_inputs_only(tmp_path):
     b = load_case_file(write(tmp_path, '[[case]]\nid = "a"\nprompt = "x"\n\n'))[0]
     c = load_case_file(write(tmp_path, '[[case]]\nid = "a"\nprompt = "y"\n'))[0]
     assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_the_sampling_keys_default_to_euler_and_the_zeroed_positive(tmp_path):
+    case = load_case_file(write(tmp_path, '[[case]]\nid = "a"\nprompt = "x"\n'))[0]
+    assert (case.sampler, case.negative_conditioning) == ("euler", "zeroed")
+    given = '[[case]]\nid = "a"\nprompt = "x"\nsampler = "res_multistep"\nnegative_conditioning = "encoded"\n'
+    case = load_case_file(write(tmp_path, given))[0]
+    assert (case.sampler, case.negative_conditioning) == ("res_multistep", "encoded")
+
+
+def test_the_sampling_keys_at_their_defaults_keep_the_recorded_fixtures_valid(tmp_path):
+    """The fixtures were recorded before these keys existed: a case that leaves them (or spells out
+    their defaults) must still load its fixture, and one that changes them must not."""
+    from parity.golden.store import FixtureStore
+
+    store = FixtureStore(SUITE.parent)
+    turbo = next(c for c in load_cases(SUITE, "turbo") if c.id == "turbo")
+    store.load(turbo, "diffusers")
+    spelled = replace(turbo, sampler="euler", negative_conditioning="zeroed")
+    assert spelled.content_hash() == turbo.content_hash()
+    for changed in (replace(turbo, sampler="res_multistep"), replace(turbo, negative_conditioning="encoded")):
+        assert changed.content_hash() != turbo.content_hash()
+        with pytest.raises(InputError, match="other case inputs"):
+            store.load(changed, "diffusers")
 
 
 def test_every_case_field_has_a_declared_type():

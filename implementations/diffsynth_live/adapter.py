@@ -220,6 +220,8 @@ class DiffSynthLiveAdapter(ObservedTextStages, Adapter):
         self._library()
         if not case.is_plain_prompt:
             raise Unsupported("DiffSynth's ZImagePipeline encodes a single user prompt only")
+        if case.sampler != "euler":
+            raise Unsupported(f"DiffSynth's FlowMatchScheduler.step is an Euler step; it has no {case.sampler}")
 
     def observe_text(self, case: Case) -> ObservedText:
         lib = self._library()

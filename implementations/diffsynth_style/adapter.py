@@ -52,6 +52,8 @@ class DiffSynthStyleAdapter(Adapter):
     def check_supported(self, case: Case) -> None:
         if not case.is_plain_prompt:
             raise Unsupported("DiffSynth encodes a single user prompt only")
+        if case.sampler != "euler":
+            raise Unsupported(f"DiffSynth's FlowMatchScheduler.step is an Euler step; it has no {case.sampler}")
 
     def template(self, case: Case) -> Template:
         messages = [{"role": "user", "content": case.user_text}]

@@ -83,6 +83,8 @@ class DiffusersAdapter(ObservedTextStages, Adapter):
     def check_supported(self, case: Case) -> None:
         if not case.is_plain_prompt:
             raise Unsupported("ZImagePipeline takes a single user prompt only")
+        if case.sampler != "euler":
+            raise Unsupported(f"ZImagePipeline's FlowMatchEulerDiscreteScheduler is Euler only: no {case.sampler}")
 
     def _pipeline(self) -> ZImagePipeline:
         # Only the text path is exercised here: no VAE or transformer needed. Built per call, not

@@ -22,6 +22,11 @@ from parity.stages import STAGES
 
 ENCODERS = ("full", "simple", "turns")
 NOISE = ("shared", "own")
+# The sampler's update; pipelines that offer only one reject the other.
+SAMPLERS = ("euler", "res_multistep")
+# What a ComfyUI graph wires to the sampler's negative: the positive zeroed (the official Z-Image-Turbo
+# workflow) or the negative prompt encoded. Pipelines that take a negative prompt always encode it.
+NEGATIVE_CONDITIONING = ("zeroed", "encoded")
 # 16 pixels make a 2x2 latent, the DiT's one 2x2 patch; below that the shared latent
 # (2 * (size // 16) per side, as diffusers draws it) is empty and no implementation can sample.
 MIN_SIZE = 16
@@ -75,6 +80,9 @@ class Case:
     # Extra diffusers guidance options (ignored by implementations that have none).
     cfg_normalization: float = 0.0
     cfg_truncation: float = 1.0
+    sampler: str = "euler"
+    # Only with guidance (cfg > 1); ignored by implementations that always encode the negative prompt.
+    negative_conditioning: str = "zeroed"
     description: str = ""
     # The stages this case exercises (default: all); text-only cases skip the costly sampler.
     stages: tuple[str, ...] = STAGES
@@ -113,11 +121,18 @@ class Case:
         """sha256 of the case's inputs: fixtures record it so a changed case reads as stale."""
         data = asdict(self)
         data.pop("source")
+        for key in _HASHED_WHEN_SET:
+            if data[key] == _DEFAULTS[key]:
+                del data[key]
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
 _KEYS = {f.name for f in fields(Case)} - {"source"}
+_DEFAULTS = {f.name: f.default for f in fields(Case)}
+# Keys added after fixtures were recorded: at their default they stay out of the hash, so a case that
+# does not set them keeps the hash its fixtures were recorded under.
+_HASHED_WHEN_SET = ("sampler", "negative_conditioning")
 _TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "prompt": (str,), "messages": (list,), "system_prompt": (str,),
     "thinking": (str,), "assistant": (str,), "encoder": (str,), "add_think_block": (bool,),
@@ -126,7 +141,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "height": (int,), "width": (int,), "steps": (int,), "shift": (int, float),
     "denoise": (int, float), "seed": (int,), "cfg": (int, float), "dtype": (str,),
     "description": (str,), "stages": (list,), "noise": (str,),
-    "cfg_normalization": (int, float), "cfg_truncation": (int, float),
+    "cfg_normalization": (int, float), "cfg_truncation": (int, float), "sampler": (str,),
+    "negative_conditioning": (str,),
 }
 
 
@@ -181,6 +197,11 @@ def parse_case(raw: dict[str, Any], source: Path) -> Case:
         raise InputError(f"{where}: encoder must be one of {', '.join(ENCODERS)}, not {case.encoder!r}")
     if case.noise not in NOISE:
         raise InputError(f"{where}: noise must be one of {', '.join(NOISE)}, not {case.noise!r}")
+    if case.sampler not in SAMPLERS:
+        raise InputError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, not {case.sampler!r}")
+    if case.negative_conditioning not in NEGATIVE_CONDITIONING:
+        allowed = ", ".join(NEGATIVE_CONDITIONING)
+        raise InputError(f"{where}: negative_conditioning must be one of {allowed}, not {case.negative_conditioning!r}")
     if case.cfg < 1:
         raise InputError(f"{where}: cfg must be at least 1 (1.0 = guidance off)")
     if case.dtype not in DTYPES:
