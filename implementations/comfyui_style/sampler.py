@@ -5,31 +5,32 @@ written once. What differs from diffusers:
 - noise: `randn` of the latent's own shape (1, 16, H//8, W//8), float32, from a CPU generator
   seeded with the seed; for sizes divisible by 16 that is diffusers' draw exactly;
 - the model works in x0 space: the DiT's output v gives `denoised = x - sigma * v`, guidance
-  combines denoised predictions, `uncond + s (cond - uncond)`, and is skipped at s = 1;
-- the Euler step recovers the velocity as `d = (x - denoised) / sigma` before stepping, so the
-  velocity it applies differs from the DiT's output by rounding;
+  combines denoised predictions, `uncond + s (cond - uncond)`, and is skipped at s = 1; the uncond
+  is the zeroed positive or the encoded negative, batched with the cond when ComfyUI would
+  (`guidance.py`);
+- the sampler (the case's `sampler`): `euler` recovers the velocity as `d = (x - denoised) / sigma`
+  before stepping, so the velocity it applies differs from the DiT's output by rounding;
+  `res_multistep` is a second-order multistep method (`res_multistep.py`);
 - a latent whose sides are not a multiple of the patch size is padded (circularly) for the DiT
   and the output cropped back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
 from implementations.comfyui_style.dit_variant import COMFYUI
+from implementations.comfyui_style.guidance import Velocity, guided_denoiser, uncond_for
+from implementations.comfyui_style.res_multistep import res_multistep
 from implementations.comfyui_style.schedule import comfyui_schedule
-from implementations.zimage.sampling import BlockRecorder, euler_loop
+from implementations.zimage.sampling import BlockRecorder, euler_loop, sampling_loop
 from implementations.zimage.shared_dit import shared_dit
 from parity.models.context import Context
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.schedule import Schedule
 from parity.suite.cases import Case
 
-# velocity(x, t, cap) -> v, where t is the DiT's time input (1 - sigma).
-Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 PATCH = 2
 
 
@@ -42,12 +43,12 @@ def comfy_noise(seed: int, height: int, width: int) -> torch.Tensor:
 def padded_velocity(velocity: Velocity) -> Velocity:
     """Pad H and W to the patch size (circular, as `pad_to_patch_size`), then crop the output."""
 
-    def run(x: torch.Tensor, t: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor, t: torch.Tensor, caps: torch.Tensor, k: int, positive: int | None) -> torch.Tensor:
         h, w = x.shape[-2:]
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if not (pad_h or pad_w):
-            return velocity(x, t, cap)
-        return velocity(F.pad(x, (0, pad_w, 0, pad_h), mode="circular"), t, cap)[..., :h, :w]
+            return velocity(x, t, caps, k, positive)
+        return velocity(F.pad(x, (0, pad_w, 0, pad_h), mode="circular"), t, caps, k, positive)[..., :h, :w]
 
     return run
 
@@ -55,27 +56,18 @@ def padded_velocity(velocity: Velocity) -> Velocity:
 def comfy_sample(
     velocity: Velocity,
     inputs: DenoiseInputs,
-    cfg: float,
-    zero_negative: bool = True,
+    case: Case,
     recorder: BlockRecorder | None = None,
     device: torch.device | str = "cpu",
 ) -> Denoise:
+    """The KSampler's loop: the case's cfg, negative wiring and sampler on `velocity` (the DiT)."""
     sigmas = inputs.schedule.sigmas.to(torch.float32)
-    positive = inputs.positive.hidden
-    negative = None
-    if cfg != 1.0 and inputs.negative is not None:
-        # The official workflow runs the negative through ConditioningZeroOut.
-        negative = torch.zeros_like(inputs.negative.hidden) if zero_negative else inputs.negative.hidden
-    model = padded_velocity(velocity)
-
-    def denoised(x: torch.Tensor, k: int) -> torch.Tensor:
-        sigma = sigmas[k]
-        t = (1.0 - sigma).reshape(1)
-        cond = x - sigma * model(x, t, positive).float()
-        if negative is None:
-            return cond
-        uncond = x - sigma * model(x, t, negative).float()
-        return uncond + (cond - uncond) * cfg
+    uncond = uncond_for(inputs, case.cfg, case.negative_conditioning)
+    denoised = guided_denoiser(padded_velocity(velocity), inputs.positive, uncond, case.cfg, sigmas)
+    steps = len(sigmas) - 1
+    if case.sampler == "res_multistep":
+        advance = res_multistep(denoised, sigmas)
+        return sampling_loop(advance, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
 
     def predict(x: torch.Tensor, k: int) -> torch.Tensor:
         return (x - denoised(x, k)) / sigmas[k]
@@ -83,12 +75,12 @@ def comfy_sample(
     def step(x: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         return x + d * (sigmas[k + 1] - sigmas[k])
 
-    steps = len(sigmas) - 1
     return euler_loop(predict, step, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
 
 
 class ComfySampler:
-    """KSampler (euler, simple) on ComfyUI's Z-Image model: the sampling half of any ComfyUI adapter."""
+    """KSampler (the case's sampler, simple) on ComfyUI's Z-Image model: the sampling half of any
+    ComfyUI adapter."""
 
     context: Context
 
@@ -101,11 +93,13 @@ class ComfySampler:
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         dit = shared_dit(self.context, COMFYUI)
         recorder = BlockRecorder(dit, inputs.capture_blocks)
-        sigmas = inputs.schedule.sigmas.to(torch.float32)
 
-        def velocity(x: torch.Tensor, t: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+        def velocity(
+            x: torch.Tensor, t: torch.Tensor, caps: torch.Tensor, k: int, positive: int | None
+        ) -> torch.Tensor:
             # ComfyUI's Lumina model returns the negated DiT output: the flow velocity.
-            k = int(torch.argmin((sigmas[:-1] - (1.0 - t)).abs()))
-            return -recorder.forward(k, lambda: dit(x, t, cap)).unsqueeze(0)
+            if positive is None:
+                return -dit(x, t, caps)
+            return -recorder.forward(k, lambda: dit(x, t, caps), positive)
 
-        return comfy_sample(velocity, inputs, case.cfg, recorder=recorder, device=dit.x_pad_token.device)
+        return comfy_sample(velocity, inputs, case, recorder, dit.x_pad_token.device)
