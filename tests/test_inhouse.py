@@ -497,6 +497,31 @@ def test_adapter_uses_shipped_templates(adapter: InHouseAdapter):
     assert f"<think>\n{t.thinking_content.strip()}\n</think>\n\n" in out
 
 
+# -- the latent it samples from: ZImageEmptyLatent, against stock ComfyUI's EmptySD3LatentImage -----
+# The node (`nodes/qwen_vl_helpers.py` at 8a275a2) aligns each side with `round(size / 16) * 16`, at
+# least 16, then divides by 8; Python's round takes halves to the even neighbour (8.5 -> 8, 9.5 -> 10).
+# Its docstring's own example: 1211 -> 1216; 512 and 768 are already aligned.
+
+
+@pytest.mark.parametrize(
+    ("side", "pixels"),
+    [(1211, 1216), (512, 512), (768, 768), (136, 128), (152, 160), (1000, 992), (132, 128), (140, 144), (20, 16)],
+)
+def test_the_noise_follows_the_packs_16_pixel_rounding(adapter: InHouseAdapter, side: int, pixels: int):
+    c = case(height=side, width=768)
+    assert tuple(adapter.noise(c).shape) == (1, 16, pixels // 8, 768 // 8)
+
+
+def test_where_stock_comfyui_floors_to_8_pixels_the_pack_rounds_to_16(adapter: InHouseAdapter):
+    from implementations.comfyui_style.adapter import ComfyUIStyleAdapter
+    from parity.core.noise import shared_noise
+
+    c = case(height=136, width=136, seed=42)
+    assert tuple(ComfyUIStyleAdapter(adapter.context).noise(c).shape) == (1, 16, 17, 17)
+    # 128 px is a multiple of 16: ComfyUI's draw there is diffusers' draw for the seed.
+    assert torch.equal(adapter.noise(c), shared_noise(42, 128, 128))
+
+
 # -- token ids with the real reference tokenizer, where it can be built -------------------------
 
 

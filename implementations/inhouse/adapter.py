@@ -13,7 +13,9 @@ What it does differently from the references (diffusers / DiffSynth), top to bot
   ` embedding:` references split out, no padding, no truncation at 512.
 - Sampling. The pack adds no sampler: its conditioning goes into ComfyUI's KSampler
   (`comfyui_style/sampler.py`) and its images through ComfyUI's `VAEDecode` and `SaveImage`
-  (`comfyui_style/decode.py`), so from the schedule on it is stock ComfyUI.
+  (`comfyui_style/decode.py`), so from the schedule on it is stock ComfyUI, but for the latent it
+  starts from: its `ZImageEmptyLatent` rounds each side to the nearest multiple of 16 pixels
+  (`empty_latent.py`), where stock ComfyUI floors to a multiple of 8.
 - Embeddings. The same `hidden_states[-2]`. With `filter_padding` (default on) it gathers the
   masked-in rows and drops the mask, as the references do; since ComfyUI never pads a single
   prompt, this changes no numbers, only the hand-off.
@@ -24,10 +26,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import torch
+
 # The pack runs on ComfyUI: its encode path and sampler are ComfyUI's.
 from implementations.comfyui_style import text as comfyui_text
 from implementations.comfyui_style.decode import ComfyDecoder
-from implementations.comfyui_style.sampler import ComfySampler
+from implementations.comfyui_style.sampler import ComfySampler, comfy_noise
+from implementations.inhouse.empty_latent import aligned_size
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
 from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
@@ -62,6 +67,10 @@ class InHouseAdapter(ComfySampler, ComfyDecoder, Adapter):
         hidden = penultimate_hidden(self.context.text_encoder, tokens)
         filter_padding = FILTER_PADDING_DEFAULT if case.filter_padding is None else case.filter_padding
         return gathered(hidden, tokens) if filter_padding else unfiltered(hidden, tokens)
+
+    def noise(self, case: Case) -> torch.Tensor:
+        # ComfyUI's `prepare_noise` over the latent ZImageEmptyLatent makes.
+        return comfy_noise(case.seed, aligned_size(case.height), aligned_size(case.width))
 
     def versions(self) -> dict[str, str]:
         return {"node_pack": "2.9.12 (re-implemented)"}
