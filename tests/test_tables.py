@@ -27,7 +27,7 @@ ROOT = Path(__file__).parents[1]
 ROWS = [
     "thinking tokens", "system prompt", "chat template source", "embedding layer", "padding handling",
     "max sequence length", "resolution alignment", "schedule (sigmas)", "time input (model_t × 1000, 8 steps)",
-    "guidance formula", "noise", "dtype casts",
+    "sampler", "guidance formula", "noise", "dtype casts",
 ]
 # ZIMAGE_REFERENCE.md §1: "A cat sleeping" with the pack's defaults ends in these ids.
 INHOUSE_THINK_TAIL = [151667, 271, 151668, 271]
@@ -81,7 +81,7 @@ def test_no_cell_is_empty_or_an_error(diff_table, cap_table):
 
 
 def test_an_adapter_without_a_sampler_says_so_in_every_sampling_row(diff_table):
-    for row in ("resolution alignment", "schedule (sigmas)", "guidance formula", "noise", "dtype casts"):
+    for row in ("resolution alignment", "schedule (sigmas)", "sampler", "guidance formula", "noise", "dtype casts"):
         cell = diff_table[plain(row)]["qwen3_chat"]
         assert cell.startswith("not supported: ") and ("no sampler" in cell or "no noise" in cell), cell
 
@@ -139,6 +139,14 @@ def test_sampling_rows(diff_table):
     time_row = diff_table[plain("time input (model_t × 1000, 8 steps)")]
     assert time_row["diffsynth_style"].endswith(f"bf16: {DIFFSYNTH_BF16_TIME}")
     assert time_row["diffusers"].startswith("fp32 and bf16: [0, 45.4546, 100, 166.6667, 250, 357.1429, 500, 700]")
+    # ComfyUI's res_multistep takes an Euler first step (comfy/k_diffusion/sampling.py); diffusers'
+    # scheduler and DiffSynth's step are Euler only.
+    sampler = diff_table["sampler"]
+    assert sampler["comfyui_style"].startswith("euler; res_multistep (")
+    assert "first step max abs diff 0.0e+00" in sampler["comfyui_style"]
+    assert sampler["inhouse"].startswith("euler; res_multistep (")
+    for name in ("diffusers", "diffsynth_style"):
+        assert sampler[name].startswith("euler; res_multistep: not supported (") and "Euler" in sampler[name]
     guidance = diff_table["guidance formula"]
     assert guidance["diffusers"].startswith("v = u + 3·(pos − u) = pos + 2·(pos − u) at cfg 3, u = the negative prompt")
     assert "u = zeros" in guidance["comfyui_style"]

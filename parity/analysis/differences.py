@@ -176,7 +176,7 @@ def time_input(lab: ProbeRunner, name: str) -> str:
 def guidance(lab: ProbeRunner, name: str) -> str:
     seen = sampling.guidance(lab, name)
     fit = seen.best
-    u = "the negative prompt" if fit.uncond == "negative" else "zeros (the negative conditioning zeroed)"
+    u = "the negative prompt" if fit.uncond == "negative" else "zeros (the positive conditioning zeroed)"
     formula = (
         f"v = u + {num(fit.k + 1, 3)}·(pos − u) = pos + {num(fit.k, 3)}·(pos − u) at cfg {num(seen.cfg)}, u = {u} "
         f"(fit residual {fit.residual:.0e})"
@@ -186,6 +186,20 @@ def guidance(lab: ProbeRunner, name: str) -> str:
         f"{seen.samples_guided} DiT passes per step ({calls}); at cfg 1 with a negative given: {seen.samples_unguided}"
     )
     return plain(f"{formula}; {passes}")
+
+
+def samplers(lab: ProbeRunner, name: str) -> str:
+    runs = sampling.samplers(lab, name)
+    parts = [runs[0].sampler]
+    for run in runs[1:]:
+        if run.refused is not None:
+            parts.append(f"{run.sampler}: not supported ({run.refused})")
+        else:
+            parts.append(
+                f"{run.sampler} (against {runs[0].sampler}, {sampling.SAMPLER_STEPS} steps from the same noise: "
+                f"first step max abs diff {run.first_step:.1e}, final latent {run.final:.1e})"
+            )
+    return plain("; ".join(parts))
 
 
 def noise(lab: ProbeRunner, name: str) -> str:
@@ -224,6 +238,7 @@ ROWS: dict[str, Row] = {
     "resolution alignment": alignment,
     "schedule (sigmas)": schedule,
     "time input (model_t × 1000, 8 steps)": time_input,
+    "sampler": samplers,
     "guidance formula": guidance,
     "noise": noise,
     "dtype casts": dtype_casts,

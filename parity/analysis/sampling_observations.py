@@ -19,7 +19,7 @@ from parity.core.noise import shared_noise
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.embeddings import Embeddings
 from parity.suite.adapter import Unsupported
-from parity.suite.cases import Case
+from parity.suite.cases import SAMPLERS, Case
 
 SIDE = 64  # pixels: an 8x8 latent
 NEGATIVE = "blurry, low quality"
@@ -189,7 +189,7 @@ def alignment(lab: ProbeRunner, name: str) -> Alignment:
 
 @dataclass(frozen=True)
 class Fit:
-    uncond: str  # "negative" (the encoded negative prompt) or "zero" (a zeroed negative)
+    uncond: str  # "negative" (the encoded negative prompt) or "zero" (the positive conditioning zeroed)
     k: float  # v = pos + k (pos - uncond)
     residual: float  # |v - pos - k (pos - uncond)| / |v - pos|
 
@@ -223,8 +223,9 @@ def guidance(lab: ProbeRunner, name: str) -> Guidance:
     """Fit the guided velocity to `pos + k (pos - u)` for u = the negative and u = zeros.
 
     One step from the same noise: the guided run (cfg 3), then the adapter's own denoise with only
-    the positive, only the negative, and only a zeroed negative as its prompt. Which u fits, and
-    k, say the formula and the scale mapping (k = cfg - 1 is the classic `u + cfg (pos - u)`).
+    the positive, only the negative, and only the positive zeroed (zeros of its shape, as a graph
+    that zeroes its conditioning feeds) as its prompt. Which u fits, and k, say the formula and the
+    scale mapping (k = cfg - 1 is the classic `u + cfg (pos - u)`).
     """
 
     def compute() -> Guidance:
@@ -241,8 +242,8 @@ def guidance(lab: ProbeRunner, name: str) -> Guidance:
         v = guided.denoise.model_out[0]
         v_pos = alone("positive", pos)[0].model_out[0]
         v_neg = alone("negative", neg)[0].model_out[0]
-        zero = Embeddings(torch.zeros_like(neg.hidden), neg.mask)
-        v_zero = alone("zeroed negative", zero)[0].model_out[0]
+        zero = Embeddings(torch.zeros_like(pos.hidden), pos.mask)
+        v_zero = alone("zeroed positive", zero)[0].model_out[0]
         _, unguided_log = alone("positive with a negative at cfg 1", pos, neg)
         fits = sorted([_fit(v, v_pos, v_neg, "negative"), _fit(v, v_pos, v_zero, "zero")], key=lambda f: f.residual)
         samples, calls = _per_step(log, GUIDED.steps)
@@ -271,6 +272,39 @@ def passes(lab: ProbeRunner, name: str, cfg: float) -> Passes:
         return Passes(cfg, case.steps, log.samples, len(log.finished_calls))
 
     return lab.memo(("passes", name, cfg), compute)
+
+
+# --- samplers ---------------------------------------------------------------------------------------
+
+SAMPLER_STEPS = 3
+
+
+@dataclass(frozen=True)
+class SamplerRun:
+    sampler: str
+    refused: str | None = None
+    first_step: float | None = None  # max abs difference of the first step's latent from the first sampler's
+    final: float | None = None  # the same for the final latent
+
+
+def samplers(lab: ProbeRunner, name: str) -> list[SamplerRun]:
+    """The same probe (3 steps) under every sampler a case can name, each against the first (euler)."""
+
+    def compute() -> list[SamplerRun]:
+        cases = [sampling_case(f"sampler-{sampler}", sampler=sampler, steps=SAMPLER_STEPS) for sampler in SAMPLERS]
+        base = lab.run(name, cases[0], "denoise").denoise.latents
+        runs = [SamplerRun(SAMPLERS[0], first_step=0.0, final=0.0)]
+        for sampler, case in zip(SAMPLERS[1:], cases[1:], strict=True):
+            try:
+                latents = lab.run(name, case, "denoise").denoise.latents
+            except Unsupported as e:
+                runs.append(SamplerRun(sampler, refused=str(e)))
+                continue
+            gaps = (latents - base).abs()
+            runs.append(SamplerRun(sampler, first_step=float(gaps[1].max()), final=float(gaps[-1].max())))
+        return runs
+
+    return lab.memo(("samplers", name), compute)
 
 
 # --- noise -----------------------------------------------------------------------------------------
