@@ -8,6 +8,7 @@ package itself accepts ranges), so a clean machine reproduces the fixtures bit f
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import nox
@@ -37,7 +38,7 @@ def checkout_variables(posargs: list[str]) -> dict[str, str]:
     """`--comfyui DIR`-style options among the posargs as the environment variables the tests read
     (`ZIMAGE_PARITY_COMFYUI`), so a checkout given for the regen reaches the live tests too."""
     found = {}
-    for option, value in zip(posargs, posargs[1:]):
+    for option, value in itertools.pairwise(posargs):
         if option.startswith("--") and option[2:].replace("-", "_") in CHECKOUTS:
             found[f"ZIMAGE_PARITY_{option[2:].replace('-', '_').upper()}"] = str(Path(value).resolve())
     return found

@@ -31,11 +31,14 @@ import torch
 # The pack runs on ComfyUI: its encode path and sampler are ComfyUI's.
 from implementations.comfyui_style import text as comfyui_text
 from implementations.comfyui_style.decode import ComfyDecoder
+from implementations.comfyui_style.float32_compute import comfy_hidden
 from implementations.comfyui_style.sampler import ComfySampler, comfy_noise
 from implementations.inhouse.empty_latent import aligned_size
 from implementations.inhouse.templates import TEMPLATES_DIR, PromptTemplate, select_template
 from implementations.inhouse.workflow import render_case
-from implementations.zimage.text_encoding import gathered, penultimate_hidden, unfiltered
+from implementations.inhouse_live.checkout import PACK
+from implementations.inhouse_live.checkout import TEMPLATES as PACK_TEMPLATES
+from implementations.zimage.text_encoding import gathered, unfiltered
 from parity.stages.embeddings import Embeddings
 from parity.stages.template import Template
 from parity.stages.tokens import Tokens
@@ -48,7 +51,14 @@ FILTER_PADDING_DEFAULT = True
 class InHouseAdapter(ComfySampler, ComfyDecoder, Adapter):
     name: ClassVar[str] = "inhouse"
     summary: ClassVar[str] = "the ComfyUI node pack QwenImageWanBridge 2.9.12, on ComfyUI's encode path"
-    templates_dir: ClassVar[Path] = TEMPLATES_DIR
+    modelled_on: ClassVar[str | None] = "inhouse_live"
+
+    @property
+    def templates_dir(self) -> Path:
+        """The pack's own templates when its checkout is given (`--inhouse-pack`); else the built-in
+        stand-ins, which are this project's, not the pack's (its template bodies are its authors' prose)."""
+        pack = self.context.checkouts.get(PACK.name)
+        return TEMPLATES_DIR if pack is None else pack / PACK_TEMPLATES
 
     def _template_for(self, case: Case) -> PromptTemplate | None:
         return None if case.template is None else select_template(case.template, self.templates_dir)
@@ -64,7 +74,7 @@ class InHouseAdapter(ComfySampler, ComfyDecoder, Adapter):
         return comfyui_text.tokenize(self.context.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
-        hidden = penultimate_hidden(self.context.text_encoder, tokens)
+        hidden = comfy_hidden(self.context.text_encoder, tokens)
         filter_padding = FILTER_PADDING_DEFAULT if case.filter_padding is None else case.filter_padding
         return gathered(hidden, tokens) if filter_padding else unfiltered(hidden, tokens)
 

@@ -15,7 +15,7 @@ Encoders:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from implementations.inhouse.conversation import (
@@ -48,7 +48,7 @@ def encoder_fields(case: Case, template: PromptTemplate | None) -> EncoderFields
     )
 
 
-def _turns(messages: Sequence[Message]) -> list[tuple[Message, Message | None]]:
+def turns(messages: Sequence[Message]) -> list[tuple[Message, Message | None]]:
     """(user, assistant-or-None) pairs: the only shapes an encoder plus turn builders can make."""
     pairs: list[tuple[Message, Message | None]] = []
     for message in messages:
@@ -81,7 +81,7 @@ def case_conversation(case: Case, template: PromptTemplate | None) -> Conversati
         raise Unsupported("the case gives two system prompts (system_prompt and a system message)")
     if system is not None and system.thinking is not None:
         raise Unsupported("the pack has no thinking field for system messages")
-    pairs = _turns(messages)
+    pairs = turns(messages)
     (user, reply), later = pairs[0], pairs[1:]
     first = encoder_fields(case, template)
     first = replace(
@@ -106,21 +106,21 @@ def case_conversation(case: Case, template: PromptTemplate | None) -> Conversati
     return conversation
 
 
-def _typed_through_filter(typed: str | None, filled: str) -> str:
-    return filled if typed is None else strip_key_quotes(typed)
-
-
-def _simple_fields(case: Case, template: PromptTemplate | None) -> EncoderFields:
+def simple_fields(
+    case: Case, template: PromptTemplate | None, key_filter: Callable[[str], str] = strip_key_quotes
+) -> EncoderFields:
+    """The simple encoder's widgets; with `strip_key_quotes`, each text the case types in has gone
+    through a `PromptKeyFilter` node (`key_filter`) first."""
     fields = encoder_fields(case, template)
     if not case.strip_key_quotes:
         return fields
-    # A PromptKeyFilter node sits on each text the case types in; template-filled widgets are not
-    # wired through it. Being upstream of the encoder, it runs before trigger words are prepended.
+    # Template-filled widgets are not wired through the filter. Being upstream of the encoder, it
+    # runs before trigger words are prepended.
     return replace(
         fields,
-        user_prompt=strip_key_quotes(fields.user_prompt),
-        thinking_content=_typed_through_filter(case.thinking, fields.thinking_content),
-        assistant_content=_typed_through_filter(case.assistant, fields.assistant_content),
+        user_prompt=key_filter(fields.user_prompt),
+        thinking_content=fields.thinking_content if case.thinking is None else key_filter(case.thinking),
+        assistant_content=fields.assistant_content if case.assistant is None else key_filter(case.assistant),
     )
 
 
@@ -131,7 +131,7 @@ def render_case(case: Case, template: PromptTemplate | None) -> str:
             raise Unsupported("the simple encoder has no conversation input")
         if case.raw_prompt:
             raise Unsupported("the simple encoder has no raw mode")
-        return render_simple(_simple_fields(case, template))
+        return render_simple(simple_fields(case, template))
     if case.messages is not None:
         return render_conversation(case_conversation(case, template))
     if case.encoder == "turns":
