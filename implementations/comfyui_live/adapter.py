@@ -18,9 +18,11 @@ shared weights (`models.py`) and calls them as its nodes do:
   function, run through a `KSAMPLER` whose function wraps the real one: free-running, one call,
   the latent before each step read from the sampler's callback and the last one from its return
   (before the guider unscales it for the VAE); teacher-forced, the real function once per step
-  from the given latent (the Euler sampler keeps nothing between steps, so this is its own loop).
-  The velocity recorded is the one each step applied, `(x_next - x) / (sigma_next - sigma)`. The
-  negative is the official workflow's `ConditioningZeroOut` of the positive;
+  from the given latent (the Euler sampler keeps nothing between steps, so this is its own loop;
+  `res_multistep` keeps the previous step's prediction, so it runs free only). The velocity
+  recorded is the one each step applied, `(x_next - x) / (sigma_next - sigma)`. The negative is the
+  official workflow's `ConditioningZeroOut` of the positive, or with `negative_conditioning =
+  "encoded"` the negative prompt's own CONDITIONING;
 - decode: the guider's unscale (`process_latent_out`: the Z-Image latent format's `process_out`, in float32),
   `VAEDecode`, then `SaveImage` writing a PNG into a temporary folder, read back.
 
@@ -55,7 +57,6 @@ from parity.suite.cases import Case
 from parity.suite.checkouts import Checkout
 
 SCHEDULER = "simple"
-SAMPLER = "euler"
 
 
 class _TimeSeen(Exception):
@@ -132,7 +133,7 @@ class ComfyUILiveAdapter(Adapter):
     def schedule(self, case: Case) -> Schedule:
         patcher = models.dit(self.comfy, self.context, case.shift, weights=False)
         sampler = self.comfy.samplers.KSampler(
-            patcher, steps=case.steps, device=torch.device("cpu"), sampler=SAMPLER, scheduler=SCHEDULER,
+            patcher, steps=case.steps, device=torch.device("cpu"), sampler=case.sampler, scheduler=SCHEDULER,
             denoise=case.denoise,
         )
         sigmas = sampler.sigmas.to(torch.float64).cpu()
@@ -171,14 +172,22 @@ class ComfyUILiveAdapter(Adapter):
 
     def denoise(self, case: Case, inputs: DenoiseInputs) -> Denoise:
         comfy = self.comfy
+        if inputs.forced_latents is not None and case.sampler != "euler":
+            raise Unsupported(
+                f"ComfyUI's {case.sampler} sampler carries its history from step to step inside one call; "
+                "it cannot restart each step from a given latent"
+            )
         positive = self._conditioning(inputs.positive)
-        negative = comfy.nodes.ConditioningZeroOut().zero_out(positive)[0]
+        if case.negative_conditioning == "encoded" and inputs.negative is not None:
+            negative = self._conditioning(inputs.negative)
+        else:
+            negative = comfy.nodes.ConditioningZeroOut().zero_out(positive)[0]
         patcher = models.dit(comfy, self.context, case.shift)
         guider = comfy.samplers.CFGGuider(patcher)
         guider.set_conds(positive, negative)
         guider.set_cfg(case.cfg)
         sigmas = inputs.schedule.sigmas.to(torch.float32)
-        real = comfy.samplers.ksampler(SAMPLER)
+        real = comfy.samplers.ksampler(case.sampler)
         seen: dict[str, Any] = {}
 
         def observed(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Any = None,

@@ -15,9 +15,12 @@ import, and a second checkout or another device in the same process is an error,
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,6 +72,17 @@ def git_origin(root: Path, prefix: str) -> dict[str, str]:
     return {f"{prefix}_repository": remote, f"{prefix}_commit": commit, f"{prefix}_commit_date": date}
 
 
+@contextmanager
+def quiet_logging() -> Iterator[None]:
+    """ComfyUI's warnings (through the root logger) held back: they concern what the harness leaves
+    out on purpose (audio models, the VAE's encoder), and stderr carries the run's progress."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @cache
 def load(root: Path, device_type: str) -> SimpleNamespace:
     """ComfyUI's modules the live adapters drive, imported from `root` on a `device_type` device."""
@@ -89,4 +103,5 @@ def load(root: Path, device_type: str) -> SimpleNamespace:
         "comfy.text_encoders.llama", "comfy.ldm.modules.diffusionmodules.mmdit", "comfy_extras.nodes_model_advanced",
         "comfy_extras.nodes_sd3", "nodes", "folder_paths",
     )
-    return SimpleNamespace(**{name.rsplit(".", 1)[-1]: importlib.import_module(name) for name in names})
+    with quiet_logging():
+        return SimpleNamespace(**{name.rsplit(".", 1)[-1]: importlib.import_module(name) for name in names})

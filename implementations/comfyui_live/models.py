@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from implementations.comfyui_live.library import quiet_logging
 from parity.models.context import Context
 
 TEXT_ENCODER_NAME = "qwen3_4b"
@@ -138,4 +139,6 @@ def vae(comfy: SimpleNamespace, context: Context) -> Any:
     like = next(iter(weights.values()))
     weights["post_quant_conv.weight"] = torch.eye(channels, dtype=like.dtype).reshape(channels, channels, 1, 1)
     weights["post_quant_conv.bias"] = torch.zeros(channels, dtype=like.dtype)
-    return comfy.sd.VAE(sd=weights, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    # Only the decoder's weights exist; ComfyUI warns of every encoder key it lacks (some 130 lines).
+    with quiet_logging():
+        return comfy.sd.VAE(sd=weights, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})

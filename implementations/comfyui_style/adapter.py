@@ -36,11 +36,12 @@ from typing import ClassVar
 from transformers import PreTrainedTokenizerBase
 
 from implementations.comfyui_style.decode import ComfyDecoder
+from implementations.comfyui_style.float32_compute import comfy_hidden
 from implementations.comfyui_style.legacy_tokenizer import legacy_tokenizer
 from implementations.comfyui_style.sampler import ComfySampler
 from implementations.comfyui_style.schedule import comfyui_schedule
 from implementations.comfyui_style.text import tokenize
-from implementations.zimage.text_encoding import penultimate_hidden, unfiltered
+from implementations.zimage.text_encoding import unfiltered
 from parity.stages.embeddings import Embeddings
 from parity.stages.schedule import Schedule
 from parity.stages.template import Template
@@ -88,7 +89,7 @@ class ComfyUIStyleAdapter(ComfySampler, ComfyDecoder, Adapter):
         return tokenize(self.tokenizer, template.text)
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
-        return unfiltered(penultimate_hidden(self.context.text_encoder, tokens), tokens)
+        return unfiltered(comfy_hidden(self.context.text_encoder, tokens), tokens)
 
 
 class ComfyUILegacyTokenizerAdapter(ComfyUIStyleAdapter):
