@@ -206,17 +206,20 @@ def render(args: argparse.Namespace) -> int:
 
 
 def schedule(args: argparse.Namespace) -> int:
-    raw = {"id": "schedule", "prompt": "", "steps": args.steps, "shift": args.shift, "denoise": args.denoise}
+    raw = {"id": "schedule", "prompt": "", "steps": args.steps, "shift": args.shift, "denoise": args.denoise,
+           "sampler": args.sampler}
     case = parse_case(raw, Path("command line"))
     adapter = groups([case], [args.adapter], _options(args))[0].adapters[args.adapter]
     try:
+        adapter.check_supported(case)
         result = adapter.schedule(case)
     except Unsupported as e:
         raise InputError(f"adapter {args.adapter!r}: {e}") from None
-    out = {"sigmas": result.sigmas.tolist(), "model_t": result.model_t.tolist()}
+    out = {"sampler": case.sampler, "sigmas": result.sigmas.tolist(), "model_t": result.model_t.tolist()}
     if args.json:
         print_json(out)
     else:
+        print(f"sampler: {case.sampler}")
         for k, (sigma, t) in enumerate(zip(out["sigmas"], out["model_t"] + [None], strict=True)):
             print(f"{k}\tsigma={sigma:.6f}" + (f"\tmodel_t={t:.6f}" if t is not None else ""))
     return 0

@@ -264,10 +264,19 @@ def test_schedule_diffusers_matches_the_published_sigmas():
     res = invoke("schedule", "--adapter", "diffusers", "--steps", 8, "--json")
     assert res.rc == 0, res
     out = json.loads(res.out)
-    assert set(out) == {"sigmas", "model_t"}
+    assert set(out) == {"sampler", "sigmas", "model_t"} and out["sampler"] == "euler"
     # Reference doc §3: diffusers >= 0.39, 8 steps, shift 3, terminal 0; the DiT is fed 1 - sigma.
     assert out["sigmas"] == pytest.approx([1, 0.954545, 0.9, 0.833333, 0.75, 0.642857, 0.5, 0.3, 0], abs=1e-6)
     assert out["model_t"] == pytest.approx([1 - s for s in out["sigmas"][:-1]], abs=1e-6)
+
+
+def test_schedule_names_the_sampler_and_refuses_one_the_adapter_lacks():
+    res = invoke("schedule", "--adapter", "comfyui_style", "--steps", 8, "--sampler", "res_multistep")
+    assert res.rc == 0 and res.out.splitlines()[0] == "sampler: res_multistep", res
+    bad_input(invoke("schedule", "--adapter", "diffusers", "--steps", 8, "--sampler", "res_multistep"),
+              "diffusers", "res_multistep")
+    bad_input(invoke("schedule", "--adapter", "comfyui_style", "--steps", 8, "--sampler", "dpmpp_2m"),
+              "dpmpp_2m", "euler", "res_multistep")
 
 
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--steps", "8", "--denoise", "1.5"],

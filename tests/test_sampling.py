@@ -32,6 +32,7 @@ from implementations.diffsynth_style.dit_variant import DIFFSYNTH
 from implementations.diffusers_live.adapter import DiffusersAdapter
 from parity.cli import main
 from parity.core.errors import InputError
+from parity.core.labels import split_label
 from parity.core.noise import shared_noise
 from parity.core.status import DECLARED, MATCH, UNEXPECTED, UNSUPPORTED
 from parity.golden.expectations import load_expectations
@@ -137,10 +138,14 @@ def run_installed_pipeline(transformer, case, *, prompt_embeds=None, latents=Non
 def test_the_sampling_cases_have_no_unexpected_divergence(free, sampling):
     assert free.failures == []
     assert free.exit_code == 0
-    judged = {(r.case, r.adapter) for r in free.results if r.stage == "denoise"}
+    judged = {(r.case, *split_label(r.adapter)) for r in free.results if r.stage == "denoise"}
     fp32 = {c.id for c in sampling.values() if c.dtype == "fp32"}
     assert {"turbo", "non-square", "comfy-workflow-9", "cfg-on", "size-not-16"} <= fp32
-    assert judged == {(c, a) for c in fp32 for a in ADAPTERS}
+    assert {(c, a) for c, a, against in judged if against is None} == {(c, a) for c in fp32 for a in ADAPTERS}
+    # Each re-implementation of code that runs live is judged against that code's stored outputs too.
+    assert {(c, a, against) for c, a, against in judged if against is not None} == {
+        (c, "comfyui_style", "comfyui_live") for c in fp32
+    } | {(c, "inhouse", "inhouse_live") for c in fp32}
 
 
 @pytest.mark.parametrize("case_id", ["turbo", "non-square"])
