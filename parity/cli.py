@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--shift", type=float, default=3.0)
     schedule.add_argument("--denoise", type=float, default=1.0, help="denoising strength in (0, 1]")
     schedule.add_argument(
-        "--sampler", default="euler", help="the case key `sampler` (euler, res_multistep): an adapter without it says so"
+        "--sampler", default="euler", help="euler or res_multistep (the case key); an adapter without it says so"
     )
     schedule.add_argument("--json", action="store_true", help="print {'sigmas': [...], 'model_t': [...]}")
     _common(schedule)
