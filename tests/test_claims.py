@@ -16,6 +16,7 @@ from parity.analysis.claim_checks import CHECKS
 from parity.analysis.claims import INCONCLUSIVE, Claim, evaluate, load_claims
 from parity.analysis.probe_runner import ProbeRunner
 from parity.analysis.tables_command import tables_command
+from parity.analysis.text_observations import embedding_layer
 from parity.core.errors import InputError
 
 ROOT = Path(__file__).parents[1]
@@ -187,3 +188,18 @@ def test_check_fails_when_a_verdict_differs_from_the_ledger(lab, tmp_path, capsy
     assert "**refuted** (unexpected)" in captured.out
     args.check = False
     assert tables_command(args, lab=lab) == 0
+
+
+def test_the_hidden_layer_of_the_comfyui_rows_is_decided_by_the_real_codes_stored_output():
+    """ComfyUI's own Qwen3 (and the pack on it) is another implementation of the encoder than the
+    harness's transformers one, so its rows equal hidden_states[-2] within the stage tolerance but
+    not bit for bit: a claim decided by the re-implementation's own run would read exact."""
+    lab = ProbeRunner(fixtures=ROOT / "fixtures")
+    for name, real in (("comfyui_style", "comfyui_live"), ("inhouse", "inhouse_live")):
+        seen = embedding_layer(lab, name)
+        assert seen.decided_by == f"{real}'s stored output"
+        assert seen.index == -2 and seen.agrees and 0.0 < seen.max_abs_diff <= 1e-5
+    own = embedding_layer(lab, "diffusers")
+    assert own.decided_by == "its own run" and own.max_abs_diff == 0.0
+    verdict, evidence = CHECKS["embedding_layer"](lab, layer=-2, adapters=["comfyui_style", "diffusers"])
+    assert verdict == "confirmed" and "comfyui_live's stored output" in evidence

@@ -150,9 +150,10 @@ def embedding_layer(lab: ProbeRunner, layer: int, adapters: list[str] | None = N
             skipped.append(f"{name}: {e}")
     if not seen:
         raise Unsupported("; ".join(skipped))
-    holds = all(s.index == layer and s.exact for _, s in seen)
+    holds = all(s.index == layer and s.agrees for _, s in seen)
     evidence = "; ".join(
-        f"{name}: hidden_states[{s.index}] of {s.count} (max abs diff {s.max_abs_diff:.1e}, {s.rows} rows)"
+        f"{name}: hidden_states[{s.index}] of {s.count} (max abs diff {s.max_abs_diff:.1e}, {s.rows} rows, "
+        f"{s.decided_by})"
         for name, s in seen
     )
     if skipped:

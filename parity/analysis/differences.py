@@ -72,8 +72,8 @@ def template_source(lab: ProbeRunner, name: str) -> str:
 
 def embedding_layer(lab: ProbeRunner, name: str) -> str:
     seen = text.embedding_layer(lab, name)
-    match = "exact" if seen.exact else f"closest, max abs diff {seen.max_abs_diff:.2e}"
-    return f"{code(f'hidden_states[{seen.index}]')} of {seen.count} ({match}, {seen.rows} rows)"
+    match = "exact" if seen.max_abs_diff == 0.0 else f"closest, max abs diff {seen.max_abs_diff:.2e}"
+    return f"{code(f'hidden_states[{seen.index}]')} of {seen.count} ({match}, {seen.rows} rows; {seen.decided_by})"
 
 
 def padding(lab: ProbeRunner, name: str) -> str:

@@ -22,12 +22,13 @@ import torch
 
 from parity.analysis.dit_watch import DiTLog, watch_dit
 from parity.core.errors import InputError
+from parity.golden.store import FixtureStore
 from parity.models.context import Context
 from parity.run.execute import execute
 from parity.stages.denoise import Denoise, DenoiseInputs
 from parity.stages.outputs import StageOutputs
 from parity.suite.adapter import Adapter, Unsupported, registered_adapters, unavailable_adapters
-from parity.suite.cases import Case
+from parity.suite.cases import Case, load_cases
 
 T = TypeVar("T")
 # Put in front of the tokenizer's chat template in the "marked" context: an adapter whose template
@@ -36,8 +37,8 @@ TEMPLATE_MARKER = "[tokenizer chat template]"
 
 
 class ProbeRunner:
-    def __init__(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        self.checkpoint, self.device = checkpoint, device
+    def __init__(self, checkpoint: Path | None = None, device: str = "cpu", fixtures: Path | None = None) -> None:
+        self.checkpoint, self.device, self.fixtures = checkpoint, device, fixtures
         self._classes = registered_adapters()
         self._missing = unavailable_adapters()
         self._contexts: dict[tuple[str, bool], Context] = {}
@@ -115,6 +116,20 @@ class ProbeRunner:
         seen = self._case_ids.setdefault(case.id, case)
         if seen != case:
             raise RuntimeError(f"probe id {case.id!r} names two different cases")
+
+    def real_outputs(self, name: str, case_id: str) -> tuple[str, StageOutputs] | None:
+        """(the live adapter, its stored outputs for the suite case `case_id`) when adapter `name`
+        re-implements code whose stored outputs exist: what a claim about that code is decided by.
+        None without a fixture, or on a checkpoint (the fixtures are of the tiny model)."""
+        cls = self._classes.get(name)
+        real = cls.modelled_on if cls is not None else None
+        if real is None or self.fixtures is None or self.checkpoint is not None:
+            return None
+        store = FixtureStore(self.fixtures)
+        if store.entry(case_id, real) is None:
+            return None
+        case = next(c for c in load_cases(self.fixtures / "cases") if c.id == case_id)
+        return real, self.memo(("stored", real, case_id), lambda: store.load(case, real))
 
     def run(self, name: str, case: Case, upto: str, marked_template: bool = False) -> StageOutputs:
         """Every stage of `case` up to `upto`, free-running, in the case's dtype; Unsupported if not."""

@@ -108,7 +108,7 @@ def tables_command(args: argparse.Namespace, lab: ProbeRunner | None = None) -> 
         raise InputError(f"claims ledger not found: {claims_path}")
     started = time.perf_counter()
     if lab is None:
-        lab = ProbeRunner(checkpoint=args.checkpoint, device=args.device)
+        lab = ProbeRunner(checkpoint=args.checkpoint, device=args.device, fixtures=args.fixtures)
     names = args.adapters or lab.default_names()
     report = build_report(lab, names, claims_path)
     print(report.markdown, end="")
