@@ -548,3 +548,11 @@ def test_token_ids_match_the_reference_doc(reference_tokenizer):
     assert ids(case(add_think_block=False)) == reference
     assert ids(case()) == [*reference, 151667, 271, 151668, 271]
     assert ids(case(encoder="simple")) == [*reference, 151667, 198, 151668, 198]
+
+
+def test_the_templates_are_the_packs_own_when_its_checkout_is_given_and_said_to_be_stand_ins_otherwise(tmp_path):
+    built_in = InHouseAdapter(Context())
+    assert built_in.templates_dir == TEMPLATES_DIR and "stand-ins" in built_in.templates_source()
+    pack = InHouseAdapter(Context(checkouts={"inhouse_pack": tmp_path}))
+    assert pack.templates_dir == tmp_path / "nodes" / "templates" / "z_image"
+    assert "the pack's own" in pack.templates_source()

@@ -60,6 +60,11 @@ class InHouseAdapter(ComfySampler, ComfyDecoder, Adapter):
         pack = self.context.checkouts.get(PACK.name)
         return TEMPLATES_DIR if pack is None else pack / PACK_TEMPLATES
 
+    def templates_source(self) -> str:
+        if self.templates_dir == TEMPLATES_DIR:
+            return "this project's stand-ins for the pack's templates; --inhouse-pack DIR reads the pack's own"
+        return f"the pack's own templates, {self.templates_dir}"
+
     def _template_for(self, case: Case) -> PromptTemplate | None:
         return None if case.template is None else select_template(case.template, self.templates_dir)
 

@@ -51,13 +51,21 @@ class InHouseLiveAdapter(ObservedTextStages, ComfyUILiveAdapter):
     def versions(self) -> dict[str, str]:
         return super().versions() | git_origin(self.context.checkouts[PACK.name], "node_pack")
 
+    def templates_source(self) -> str:
+        return f"the pack's own templates, {self.context.checkouts[PACK.name] / TEMPLATES}"
+
     def _template_for(self, case: Case) -> PromptTemplate | None:
         folder = self.context.checkouts[PACK.name] / TEMPLATES
-        return None if case.template is None else select_template(case.template, folder)
+        if case.template is None:
+            return None
+        if not (folder / f"{case.template}.md").is_file():
+            raise Unsupported(f"the pack has no template {case.template!r} in {folder}")
+        return select_template(case.template, folder)
 
     def check_supported(self, case: Case) -> None:
         if case.encoder == "turns" and case.messages is None:
             raise Unsupported("the turn builder needs a message list")
+        self._template_for(case)
 
     def observe_text(self, case: Case) -> ObservedText:
         clip = models.text_encoder(self.comfy, self.context)

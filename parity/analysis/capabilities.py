@@ -106,7 +106,10 @@ def prompt_template(lab: ProbeRunner, name: str) -> str:
         given, without = _texts(lab, name, PROMPT_TEMPLATE, text.SHORT)
     except InputError as e:
         raise Unsupported(str(e)) from None
-    return _yes_if_differs(given, without, "changes the template")
+    if given == without:
+        return plain(NO_EFFECT)
+    source = lab.adapter(name).templates_source()
+    return plain(f"yes (changes the template; {source})" if source else "yes (changes the template)")
 
 
 def sampling_in(dtype: str) -> Row:

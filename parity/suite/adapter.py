@@ -90,6 +90,10 @@ class Adapter(ABC):
         its conversion to uint8."""
         raise Unsupported(f"{self.name} has no VAE")
 
+    def templates_source(self) -> str | None:
+        """Where the prompt templates a case can name come from, for the tables (None: not said)."""
+        return None
+
     def versions(self) -> dict[str, str]:
         """Library versions that determine this adapter's numbers (recorded in fixtures)."""
         return {}
