@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from implementations.comfyui_style.float32_compute import comfy_hidden
+from implementations.zimage.text_encoding import penultimate_hidden
 from parity.core.status import MATCH
 from parity.golden.expectations import Expectations
 from parity.golden.store import FixtureStore
 from parity.models.context import Context
 from parity.run.judge import Runner
 from parity.stages import STAGES
+from parity.stages.tokens import Tokens
 from parity.suite.adapter import registered_adapters
 from parity.suite.cases import Case
 from parity.suite.checkouts import resolve
@@ -62,9 +65,10 @@ def test_a_bf16_encoder_keeps_bf16_weights_and_computes_in_float32(live):
     with torch.no_grad():
         expected = encoder(torch.tensor([A_CAT]), output_hidden_states=True).hidden_states[-2][0]
     assert (rows - expected).abs().max() < 1e-5
-    bf16_compute = registered_adapters()["comfyui_style"](Context(dtype="bf16"))
-    theirs = bf16_compute.embeddings(case, bf16_compute.tokens(case, bf16_compute.template(case))).hidden.float()
-    assert (theirs - expected).abs().max() > 1e-3, "a bf16-compute encoder should differ by bf16 rounding"
+    shared_bf16 = Context(dtype="bf16").text_encoder
+    tokens = Tokens(A_CAT, [1] * len(A_CAT))
+    assert (penultimate_hidden(shared_bf16, tokens).float() - expected).abs().max() > 1e-3, "bf16 compute differs"
+    assert (comfy_hidden(shared_bf16, tokens) - expected).abs().max() < 1e-5, "comfyui_style models the fp32 compute"
 
 
 def test_the_time_embedder_stand_in_is_the_module_comfyui_builds_at_full_width(live):
