@@ -100,3 +100,16 @@ def test_a_re_implementation_that_parts_from_the_real_code_fails(context, suite_
     failed = [r for r in result.failures if r.adapter == label]
     assert failed and failed[0].stage == "template" and failed[0].status == UNEXPECTED
     assert result.exit_code == 1
+
+
+def test_a_tree_that_is_not_the_node_pack_is_one_line(tmp_path):
+    with pytest.raises(InputError) as raised:
+        resolve({"inhouse_pack": tmp_path}, environ={})
+    assert str(raised.value).startswith(f"--inhouse-pack {tmp_path}: not the QwenImageWanBridge node pack")
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "nodes" / "z_image_encoder.py").write_text("class Other: ...\n")
+    (tmp_path / "nodes" / "qwen_vl_helpers.py").write_text("class ZImageEmptyLatent: ...\n")
+    with pytest.raises(InputError, match="has no Z-Image nodes"):
+        resolve({"inhouse_pack": tmp_path}, environ={})
+    reason = unavailable_adapters({})["inhouse_live"]
+    assert "--comfyui DIR" in reason or "--inhouse-pack DIR" in reason
