@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from implementations.zimage.vae import decode
 from parity.cli import main
-from parity.core.status import DECLARED
+from parity.core.status import DECLARED, MATCH
 from parity.models.context import Context
 from parity.models.export import export_diffusers
 from parity.models.vae_weights import TINY_VAE_CONFIG, tiny_vae_state_dict
@@ -221,7 +221,9 @@ def test_the_decode_stage_alone_runs_its_upstream_and_reports_only_itself(tmp_pa
     assert main(["run", "--cases", "turbo", "--adapters", "comfyui_style", "--stages", "decode",
                  "--json", str(results)]) == 0
     rows = json.loads(results.read_text())["results"]
-    assert [(r["stage"], r["status"]) for r in rows] == [("decode", DECLARED)]
+    assert [(r["adapter"], r["stage"], r["status"]) for r in rows] == [
+        ("comfyui_style", "decode", DECLARED), ("comfyui_style@comfyui_live", "decode", MATCH)
+    ]
 
 
 def test_a_checkpoint_without_a_vae_runs_what_needs_none(checkpoint, tmp_path):

@@ -65,7 +65,8 @@ def test_downstream_stages_inherit_a_declared_divergence_when_free_running(free)
 
 
 def test_diffsynth_matches_diffusers_on_every_plain_prompt(free, suite_cases):
-    plain = [c.id for c in suite_cases.values() if c.is_plain_prompt and c.dtype == "fp32"]
+    # DiffSynth samples with Euler only (res_multistep is reported as not supported).
+    plain = [c.id for c in suite_cases.values() if c.is_plain_prompt and c.dtype == "fp32" and c.sampler == "euler"]
     assert len(plain) >= 8
     for case in plain:
         assert {r.status for r in by(free, case, "diffsynth_style").values()} == {MATCH}, case
