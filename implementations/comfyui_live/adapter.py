@@ -33,7 +33,8 @@ case samples in float32 here, as it does in ComfyUI on a CPU.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,6 +58,36 @@ from parity.suite.cases import Case
 from parity.suite.checkouts import Checkout
 
 SCHEDULER = "simple"
+
+
+def token_ids(batches: list) -> list[int]:
+    """The ids of ComfyUI's tokenizer output (batches of (token, weight[, word id]))."""
+    return [int(token) for batch in batches for token, *_ in batch]
+
+
+@contextmanager
+def recording_tokenizer(tokenizer: Any) -> Iterator[list[tuple[str, list[int]]]]:
+    """Within: each string `ZImageTokenizer` hands its inner tokenizer, with the ids it got back."""
+    inner = getattr(tokenizer, tokenizer.clip)
+    tokenize, handed = inner.tokenize_with_weights, []
+
+    def recording(text: str, *args: Any, **kwargs: Any) -> Any:
+        out = tokenize(text, *args, **kwargs)
+        handed.append((text, token_ids(out)))
+        return out
+
+    inner.tokenize_with_weights = recording
+    try:
+        yield handed
+    finally:
+        del inner.tokenize_with_weights
+
+
+def conditioning_rows(cond: torch.Tensor, extra: dict) -> Embeddings:
+    """The rows of one CONDITIONING entry and the mask that came with them (none: every row is real)."""
+    hidden, mask = cond[0].float().cpu(), extra.get("attention_mask")
+    rows = mask[0].bool().cpu() if mask is not None else torch.ones(hidden.shape[0], dtype=torch.bool)
+    return Embeddings(hidden, rows)
 
 
 class _TimeSeen(Exception):
@@ -88,22 +119,11 @@ class ComfyUILiveAdapter(Adapter):
         return self.comfy.z_image.ZImageTokenizer()
 
     def template(self, case: Case) -> Template:
-        inner = getattr(self._tokenizer, self._tokenizer.clip)
-        handed: list[str] = []
-        tokenize = inner.tokenize_with_weights
-
-        def recording(text: str, *args: Any, **kwargs: Any) -> Any:
-            handed.append(text)
-            return tokenize(text, *args, **kwargs)
-
-        inner.tokenize_with_weights = recording
-        try:
+        with recording_tokenizer(self._tokenizer) as handed:
             self._tokenizer.tokenize_with_weights(case.user_text)
-        finally:
-            del inner.tokenize_with_weights
         if len(handed) != 1:
             raise RuntimeError(f"expected one string handed to ComfyUI's tokenizer, got {len(handed)}")
-        return Template(handed[0])
+        return Template(handed[0][0])
 
     def _mask(self, clip: Any, ids: list[int]) -> list[int]:
         encoder = getattr(clip.cond_stage_model, models.TEXT_ENCODER_NAME)
@@ -112,8 +132,7 @@ class ComfyUILiveAdapter(Adapter):
 
     def tokens(self, case: Case, template: Template) -> Tokens:
         inner = getattr(self._tokenizer, self._tokenizer.clip)
-        batches = inner.tokenize_with_weights(template.text, False, disable_weights=True)
-        ids = [int(token) for batch in batches for token, *_ in batch]
+        ids = token_ids(inner.tokenize_with_weights(template.text, False, disable_weights=True))
         return Tokens(ids, self._mask(models.text_encoder(self.comfy, self.context), ids))
 
     def embeddings(self, case: Case, tokens: Tokens) -> Embeddings:
@@ -123,10 +142,7 @@ class ComfyUILiveAdapter(Adapter):
         pairs = {models.TEXT_ENCODER_NAME: [[(i, 1.0) for i in tokens.input_ids]]}
         with torch.no_grad():
             out = clip.encode_from_tokens(pairs, return_dict=True)
-        hidden = out["cond"][0].float().cpu()
-        mask = out.get("attention_mask")
-        rows = mask[0].bool().cpu() if mask is not None else torch.ones(hidden.shape[0], dtype=torch.bool)
-        return Embeddings(hidden, rows)
+        return conditioning_rows(out.pop("cond"), out)
 
     # Sampling stages
 

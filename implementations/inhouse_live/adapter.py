@@ -21,14 +21,13 @@ from typing import Any, ClassVar
 import torch
 
 from implementations.comfyui_live import models
-from implementations.comfyui_live.adapter import ComfyUILiveAdapter
+from implementations.comfyui_live.adapter import ComfyUILiveAdapter, conditioning_rows, recording_tokenizer
 from implementations.comfyui_live.checkout import COMFYUI
 from implementations.comfyui_live.library import git_origin
 from implementations.inhouse.templates import PromptTemplate, select_template
 from implementations.inhouse_live import pack, workflow
 from implementations.inhouse_live.checkout import PACK, TEMPLATES
 from implementations.zimage.observed_text import ObservedText, ObservedTextStages
-from parity.stages.embeddings import Embeddings
 from parity.stages.template import Template
 from parity.stages.tokens import Tokens
 from parity.suite.adapter import Unsupported
@@ -69,26 +68,11 @@ class InHouseLiveAdapter(ObservedTextStages, ComfyUILiveAdapter):
 
     def observe_text(self, case: Case) -> ObservedText:
         clip = models.text_encoder(self.comfy, self.context)
-        inner = getattr(clip.tokenizer, clip.tokenizer.clip)
-        tokenize, handed = inner.tokenize_with_weights, []
-
-        def recording(text: str, *args: Any, **kwargs: Any) -> Any:
-            out = tokenize(text, *args, **kwargs)
-            handed.append((text, [int(token) for batch in out for token, *_ in batch]))
-            return out
-
-        inner.tokenize_with_weights = recording
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                conditioning = workflow.run(self.nodes, clip, case, self._template_for(case))
-        finally:
-            del inner.tokenize_with_weights
+        with recording_tokenizer(clip.tokenizer) as handed, contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            conditioning = workflow.run(self.nodes, clip, case, self._template_for(case))
         text, ids = handed[-1]
         cond, extra = conditioning[0]
-        mask = extra.get("attention_mask")
-        rows = mask[0].bool().cpu() if mask is not None else torch.ones(cond.shape[1], dtype=torch.bool)
-        tokens = Tokens(ids, self._mask(clip, ids))
-        return ObservedText(Template(text), tokens, Embeddings(cond[0].float().cpu(), rows))
+        return ObservedText(Template(text), Tokens(ids, self._mask(clip, ids)), conditioning_rows(cond, extra))
 
     def noise(self, case: Case) -> torch.Tensor:
         latent = self.nodes.helpers.ZImageEmptyLatent().generate(case.width, case.height, 1)[0]
