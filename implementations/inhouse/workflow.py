@@ -69,8 +69,11 @@ def turns(messages: Sequence[Message]) -> list[tuple[Message, Message | None]]:
     return pairs
 
 
-def case_conversation(case: Case, template: PromptTemplate | None) -> Conversation:
-    """The conversation an encoder plus turn builders produce for a message-list case."""
+def first_turn(
+    case: Case, template: PromptTemplate | None
+) -> tuple[EncoderFields, list[tuple[Message, Message | None]]]:
+    """For a message-list case: the first encoder's widgets (its system prompt and first exchange),
+    and the later (user, assistant-or-None) turns, one turn builder each."""
     if case.raw_prompt:
         raise Unsupported("raw mode sends one string; it cannot carry a message list")
     if case.thinking is not None or case.assistant is not None:
@@ -91,6 +94,12 @@ def case_conversation(case: Case, template: PromptTemplate | None) -> Conversati
         thinking_content=_or(reply.thinking if reply else None, first.thinking_content),
         assistant_content=reply.content if reply else first.assistant_content,
     )
+    return first, later
+
+
+def case_conversation(case: Case, template: PromptTemplate | None) -> Conversation:
+    """The conversation an encoder plus turn builders produce for a message-list case."""
+    first, later = first_turn(case, template)
     conversation = encoder_conversation(first, case.strip_key_quotes)
     for user, reply in later:
         thinking = (reply.thinking if reply else None) or ""

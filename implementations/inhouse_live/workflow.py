@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from implementations.inhouse.templates import PromptTemplate
-from implementations.inhouse.workflow import encoder_fields, simple_fields, turns
+from implementations.inhouse.workflow import encoder_fields, first_turn, simple_fields
 from parity.suite.adapter import Unsupported
 from parity.suite.cases import Case
 
@@ -42,22 +42,7 @@ def _full(nodes: SimpleNamespace, clip: Any, case: Case, fields: Any, template: 
 
 
 def _conversation(nodes: SimpleNamespace, clip: Any, case: Case, template: PromptTemplate | None) -> Any:
-    if case.raw_prompt:
-        raise Unsupported("raw mode sends one string; it cannot carry a message list")
-    if case.thinking is not None or case.assistant is not None:
-        raise Unsupported("with a message list, thinking and assistant content belong on the messages")
-    messages = list(case.messages or ())
-    system = messages.pop(0) if messages and messages[0].role == "system" else None
-    if system is not None and (case.system_prompt is not None or system.thinking is not None):
-        raise Unsupported("the pack takes one system prompt, with no thinking")
-    (user, reply), later = turns(messages)[0], turns(messages)[1:]
-    first = encoder_fields(case, template)
-    first = replace(
-        first, user_prompt=user.content,
-        system_prompt=system.content if system is not None else first.system_prompt,
-        thinking_content=reply.thinking if reply and reply.thinking is not None else first.thinking_content,
-        assistant_content=reply.content if reply else first.assistant_content,
-    )
+    first, later = first_turn(case, template)
     conditioning, conversation = _full(nodes, clip, case, first, template)
     builder = nodes.encoder.ZImageTurnBuilder()
     for n, (user, reply) in enumerate(later, 1):
