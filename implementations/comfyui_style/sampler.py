@@ -24,7 +24,7 @@ from implementations.comfyui_style.dit_variant import COMFYUI
 from implementations.comfyui_style.guidance import Velocity, guided_denoiser, uncond_for
 from implementations.comfyui_style.res_multistep import res_multistep
 from implementations.comfyui_style.schedule import comfyui_schedule
-from implementations.zimage.sampling import BlockRecorder, euler_loop, sampling_loop
+from implementations.zimage.sampling import BlockRecorder, euler, sampling_loop
 from implementations.zimage.shared_dit import shared_dit
 from parity.models.context import Context
 from parity.stages.denoise import Denoise, DenoiseInputs
@@ -75,7 +75,8 @@ def comfy_sample(
     def step(x: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         return x + d * (sigmas[k + 1] - sigmas[k])
 
-    return euler_loop(predict, step, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
+    advance = euler(predict, step)
+    return sampling_loop(advance, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
 
 
 class ComfySampler:

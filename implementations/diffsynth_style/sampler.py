@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from implementations.zimage.dit import ZImageDiT
-from implementations.zimage.sampling import BlockRecorder, euler_loop
+from implementations.zimage.sampling import BlockRecorder, euler, sampling_loop
 from parity.stages.denoise import Denoise, DenoiseInputs
 
 
@@ -48,4 +48,5 @@ def diffsynth_sample(dit: ZImageDiT, inputs: DenoiseInputs, cfg: float, dtype: t
         return x + v * (sigmas[k + 1] - sigmas[k])
 
     device = dit.x_pad_token.device
-    return euler_loop(predict, step, len(sigmas) - 1, inputs.noise, dtype, inputs.forced_latents, recorder, device)
+    steps = len(sigmas) - 1
+    return sampling_loop(euler(predict, step), steps, inputs.noise, dtype, inputs.forced_latents, recorder, device)

@@ -57,23 +57,14 @@ def sampling_loop(
     )
 
 
-def euler_loop(
-    predict: Predict,
-    step: Step,
-    steps: int,
-    noise: torch.Tensor,
-    latent_dtype: torch.dtype = torch.float32,
-    forced_latents: torch.Tensor | None = None,
-    recorder: BlockRecorder | None = None,
-    device: torch.device | str = "cpu",
-) -> Denoise:
-    """`sampling_loop` with Euler steps: each records the velocity `predict` gave it."""
+def euler(predict: Predict, step: Step) -> Advance:
+    """Euler steps as an `advance` for `sampling_loop`: each records the velocity `predict` gave it."""
 
     def advance(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         v = predict(x, k)
         return step(x, v, k), v
 
-    return sampling_loop(advance, steps, noise, latent_dtype, forced_latents, recorder, device)
+    return advance
 
 
 class BlockRecorder:
