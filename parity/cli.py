@@ -36,9 +36,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), help="override every case's dtype")
     p.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
+    _checkouts(p)
+
+
+def _checkouts(p: argparse.ArgumentParser) -> None:
     for checkout in declared().values():
         p.add_argument(
-            checkout.option, type=Path, metavar="DIR", dest=f"checkout_{checkout.name}",
+            checkout.option, type=Path, metavar="DIR", dest=checkout.dest,
             help=f"{checkout.what}, for the adapters that import it (or {checkout.variable}=DIR)",
         )
 
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--checkpoint", type=Path, help="a Z-Image checkpoint folder (replaces the tiny defaults)")
     tables.add_argument("--device", default="cpu")
     tables.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixture root (default: fixtures)")
+    _checkouts(tables)
 
     report = sub.add_parser("report", help="render the HTML report from a results JSON, or merge shards' results")
     report.add_argument(

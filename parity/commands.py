@@ -25,7 +25,7 @@ from parity.run.shard import parse_shard
 from parity.stages import STAGES
 from parity.suite.adapter import Unsupported, registered_adapters, unavailable_adapters
 from parity.suite.cases import load_case_file, load_cases, parse_case
-from parity.suite.checkouts import declared, resolve
+from parity.suite.checkouts import from_arguments
 
 
 def print_json(data: object) -> None:
@@ -36,8 +36,7 @@ def _options(args: argparse.Namespace) -> Options:
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         raise InputError(f"checkpoint folder not found: {args.checkpoint}")
     check_device(args.device)
-    given = {name: getattr(args, f"checkout_{name}", None) for name in declared()}
-    checkouts = tuple(sorted(resolve(given).items()))
+    checkouts = tuple(sorted(from_arguments(args).items()))
     return Options(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, checkouts=checkouts)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from cli_run import bad_input, invoke
 
+from parity.analysis.probe_runner import ProbeRunner
 from parity.core.errors import InputError
 from parity.core.labels import fidelity_label, split_label
 from parity.core.status import MATCH, UNEXPECTED
@@ -65,6 +66,14 @@ def test_the_option_wins_over_the_environment_variable(tmp_path):
 def test_the_command_refuses_a_checkout_that_is_not_comfyui(tmp_path):
     bad_input(invoke("run", "--cases", "turbo", "--comfyui", tmp_path), "--comfyui", "not a ComfyUI checkout")
     bad_input(invoke("schedule", "--adapter", "comfyui_live", "--steps", "2"), "comfyui_live", "--comfyui DIR")
+    bad_input(invoke("tables", "--comfyui", tmp_path), "--comfyui", "not a ComfyUI checkout")
+
+
+def test_the_tables_build_the_live_adapters_on_the_checkouts_they_are_given(tmp_path):
+    given = {"comfyui": fake_comfyui(tmp_path, zimage=True)}
+    lab = ProbeRunner(checkouts=given)
+    assert "comfyui_live" in lab.default_names() and lab.context("bf16").checkouts == given
+    assert "comfyui_live" not in ProbeRunner().default_names()
 
 
 @pytest.mark.parametrize(("adapter", "reference"), [("comfyui_style", "comfyui_live"), ("a", "b")])

@@ -71,6 +71,17 @@ def test_a_bf16_encoder_keeps_bf16_weights_and_computes_in_float32(live):
     assert (comfy_hidden(shared_bf16, tokens) - expected).abs().max() < 1e-5, "comfyui_style models the fp32 compute"
 
 
+def test_a_bf16_case_on_a_cpu_says_comfyui_sampled_and_decoded_it_in_float32():
+    """On a CPU, ComfyUI's own dtype choices (`unet_dtype`, `vae_dtype`) are float32 for bf16 weights:
+    the live adapter's bf16 sampling rows say so, and a float32 case has nothing to say."""
+    bf16 = registered_adapters(CHECKOUTS)["comfyui_live"](Context(dtype="bf16", checkouts=CHECKOUTS))
+    said = bf16.caveats(Case(id="b", prompt="x", dtype="bf16"))
+    assert set(said) == {"denoise", "decode"}
+    assert "DiT of a bf16 case in float32" in said["denoise"] and "VAE" in said["decode"]
+    fp32 = registered_adapters(CHECKOUTS)["comfyui_live"](Context(checkouts=CHECKOUTS))
+    assert fp32.caveats(Case(id="f", prompt="x")) == {}
+
+
 def test_the_time_embedder_stand_in_is_the_module_comfyui_builds_at_full_width(live):
     comfy = live.comfy
     lumina = importlib.import_module("comfy.ldm.lumina.model")

@@ -34,6 +34,7 @@ from parity.models.export import export_diffusers
 from parity.models.vae_weights import TINY_VAE_CONFIG, tiny_vae_state_dict
 from parity.run.execute import execute
 from parity.stages import stage
+from parity.stages.base import Page
 from parity.stages.decode import ROUNDING, TRUNCATION, Decoded
 from parity.suite.adapter import registered_adapters
 
@@ -154,6 +155,28 @@ def test_identical_images_pass_and_show_one_picture():
     assert found.detail.expected_png.startswith("data:image/png;base64,") and found.detail.obtained_png is None
 
 
+def test_the_report_shows_each_different_looking_image_once():
+    """An image within a level of the golden one shows only its difference; one two columns share
+    shows once; a column judged against other real code whose image is the golden one says so and
+    its difference is captioned against that code."""
+    x = images(4, (16, 16, 3))
+    far = rounded(x).clone()
+    far[:4] = 255 - far[:4]
+    golden, other = Decoded(x, rounded(x)), Decoded(x, truncated(x))
+    checks = {
+        "faint": DECODE.check(Decoded(x, truncated(x)), golden, Context(), "fp32").detail,
+        "far": DECODE.check(Decoded(x, far), golden, Context(), "fp32").detail,
+        "far_too": DECODE.check(Decoded(x, far), golden, Context(), "fp32").detail,
+        "judged@live": DECODE.check(Decoded(x, rounded(x)), other, Context(), "fp32").detail,
+    }
+    view = DECODE.view([(a, "unexpected", d) for a, d in checks.items()], Page(list(checks), "free", {}, "ref"))
+    shown = {a["name"]: a for a in view["adapters"]}
+    assert shown["faint"]["faint"] and shown["faint"]["image"] is None and shown["faint"]["difference"]
+    assert shown["far"]["image"] == checks["far"].obtained_png and not shown["far"]["faint"]
+    assert shown["far_too"]["same_as"] == "far" and shown["far_too"]["image"] is None
+    assert shown["judged@live"]["same_as"] == "the golden fixture (ref)" and shown["judged@live"]["against"] == "live"
+
+
 def test_another_size_is_a_shape_mismatch_with_both_pictures():
     small, large = images(3, (8, 8, 3)), images(3, (16, 8, 3))
     found = DECODE.check(Decoded(small, rounded(small)), Decoded(large, rounded(large)), Context(), "fp32")
@@ -185,7 +208,9 @@ def test_the_report_names_the_declared_truncation(tmp_path):
     rows = [r for r in json.loads(results.read_text())["results"] if r["stage"] == "decode"]
     assert [r["status"] for r in rows] == [DECLARED]
     html = report.read_text(encoding="utf-8")
-    assert TRUNCATION in html and html.count("data:image/png;base64,") >= 3
+    # One level of truncation looks the same: the golden image and the difference picture are shown.
+    assert TRUNCATION in html and html.count("data:image/png;base64,") >= 2
+    assert "within 1 level of the reference's image everywhere" in html
     assert "the golden fixture (diffusers)" in html
 
 

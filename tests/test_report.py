@@ -123,6 +123,22 @@ def test_every_case_and_divergence_is_reachable_from_the_top(suite):
     assert html.count("$ parity run --cases") >= len({(r["case"], r["adapter"]) for r in data["results"]})
 
 
+def test_comfyuis_bf16_sampling_rows_say_they_model_a_gpu_run(suite):
+    """ComfyUI runs bf16 only on a GPU, so the re-implementation's bf16 sampling and decode rows, and
+    their judgement against the stored real code (recorded on a CPU), carry that caveat; a float32
+    case and the text stages carry none."""
+    data, path = suite
+    caveats = {(r["case"], r["adapter"], r["stage"]): r["caveat"] for r in data["results"]}
+    for adapter in ("comfyui_style", "comfyui_style@comfyui_live"):
+        for stage in ("denoise", "decode"):
+            assert "no run of ComfyUI on a GPU" in caveats[("turbo-bf16", adapter, stage)], (adapter, stage)
+        assert caveats[("turbo-bf16", adapter, "embeddings")] == ""
+        assert caveats[("turbo", adapter, "denoise")] == ""
+    assert caveats[("turbo-bf16", "diffusers", "denoise")] == ""
+    case = section(path.read_text(encoding="utf-8"), "turbo-bf16")
+    assert '<p class="caveat">* denoise, decode: bf16 as ComfyUI runs it on a GPU' in case
+
+
 def test_sampling_cases_have_schedule_denoise_plots_and_a_metric_table(suite):
     _, path = suite
     case = section(path.read_text(encoding="utf-8"), "comfy-workflow-9")

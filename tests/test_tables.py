@@ -167,6 +167,15 @@ def test_capabilities(cap_table):
     assert cap_table["padding filter switch (filter_padding)"]["inhouse"].startswith("yes")
 
 
+def test_comfyuis_bf16_sampling_cells_say_they_model_a_gpu_run(cap_table, diff_table):
+    for name in ("comfyui_style", "inhouse"):
+        assert "no run of ComfyUI on a GPU" in cap_table["sampling in bf16"][name], name
+        assert "no run of ComfyUI on a GPU" not in cap_table["sampling in fp32"][name], name
+        casts = diff_table["dtype casts"][name]
+        assert casts.index("no run of ComfyUI on a GPU") > casts.index("bf16 pipeline"), name
+    assert "GPU" not in cap_table["sampling in bf16"]["diffusers"]
+
+
 # --- Markdown ------------------------------------------------------------------------------------------
 
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")

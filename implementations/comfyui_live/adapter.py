@@ -107,6 +107,23 @@ class ComfyUILiveAdapter(Adapter):
     def versions(self) -> dict[str, str]:
         return library.describe(self.context.checkouts[COMFYUI.name])
 
+    def caveats(self, case: Case) -> dict[str, str]:
+        if case.dtype != "bf16":
+            return {}
+        mm = self.comfy.model_management
+        # The working dtypes `VAE` gives a VAE of this layout.
+        chosen = {
+            "denoise": ("DiT", models.dit_dtype(self.comfy, self.context)),
+            "decode": ("VAE", mm.vae_dtype(mm.vae_device(), [torch.bfloat16, torch.float32])),
+        }
+        where = mm.get_torch_device().type
+        return {
+            stage: f"ComfyUI on this {where} runs the {part} of a bf16 case in {shown}: these are {shown} numbers"
+            for stage, (part, dtype) in chosen.items()
+            if dtype != torch.bfloat16
+            for shown in [str(dtype).removeprefix("torch.")]
+        }
+
     def check_supported(self, case: Case) -> None:
         extra = richer_than_a_prompt(case)
         if extra is not None:

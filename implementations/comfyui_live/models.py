@@ -95,6 +95,13 @@ def dit_config(context: Context) -> dict[str, Any]:
     )
 
 
+def dit_dtype(comfy: SimpleNamespace, context: Context) -> torch.dtype:
+    """The dtype ComfyUI's loader picks for DiT weights of the run's dtype on this device."""
+    supported = comfy.supported_models.ZImage(dit_config(context)).supported_inference_dtypes
+    mm = comfy.model_management
+    return mm.unet_dtype(mm.get_torch_device(), supported_dtypes=supported, weight_dtype=context.torch_dtype)
+
+
 def dit(comfy: SimpleNamespace, context: Context, shift: float, weights: bool = True) -> Any:
     """ComfyUI's Z-Image model (`model_base.Lumina2` over `NextDiT`) in a `ModelPatcher`, its model
     sampling patched by `ModelSamplingAuraFlow` with `shift`; without `weights`, on the meta device
@@ -102,9 +109,7 @@ def dit(comfy: SimpleNamespace, context: Context, shift: float, weights: bool = 
     mm = comfy.model_management
     config = comfy.supported_models.ZImage(dit_config(context))
     device = mm.get_torch_device()
-    # The dtypes ComfyUI's loader picks for weights of the run's dtype on this device.
-    weight_dtype = mm.unet_dtype(device, supported_dtypes=config.supported_inference_dtypes,
-                                 weight_dtype=context.torch_dtype)
+    weight_dtype = dit_dtype(comfy, context)
     manual_cast = mm.unet_manual_cast(weight_dtype, device, config.supported_inference_dtypes)
     config.set_inference_dtype(weight_dtype, manual_cast)
     where = None if weights else torch.device("meta")

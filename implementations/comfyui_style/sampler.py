@@ -79,11 +79,22 @@ def comfy_sample(
     return sampling_loop(advance, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
 
 
+# ComfyUI picks bf16 for the DiT (`unet_dtype`) and the VAE (`vae_dtype`) only on a device that
+# supports it; on a CPU both run in float32, so its bf16 numbers exist only on a GPU.
+GPU_MODELLED = (
+    "bf16 as ComfyUI runs it on a GPU (on a CPU it samples and decodes in float32); no run of ComfyUI "
+    "on a GPU has confirmed these numbers yet"
+)
+
+
 class ComfySampler:
     """KSampler (the case's sampler, simple) on ComfyUI's Z-Image model: the sampling half of any
     ComfyUI adapter."""
 
     context: Context
+
+    def caveats(self, case: Case) -> dict[str, str]:
+        return dict.fromkeys(("denoise", "decode"), GPU_MODELLED) if case.dtype == "bf16" else {}
 
     def schedule(self, case: Case) -> Schedule:
         return comfyui_schedule(case.steps, case.shift, "simple", case.denoise)

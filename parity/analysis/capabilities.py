@@ -114,8 +114,9 @@ def prompt_template(lab: ProbeRunner, name: str) -> str:
 
 def sampling_in(dtype: str) -> Row:
     def row(lab: ProbeRunner, name: str) -> str:
-        outputs, _ = lab.watched_run(name, sampling.SAMPLE[dtype])
-        return plain(f"yes ({outputs.denoise.model_out.shape[0]} steps)")
+        case = sampling.SAMPLE[dtype]
+        outputs, _ = lab.watched_run(name, case)
+        return plain(f"yes ({outputs.denoise.model_out.shape[0]} steps){lab.caveat(name, case, 'denoise')}")
 
     return row
 

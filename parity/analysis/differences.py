@@ -224,7 +224,8 @@ def dtype_casts(lab: ProbeRunner, name: str) -> str:
         seen = sampling.dtype_casts(lab, name, dtype)
         mlp = "/".join(dtype_name(d) for d in seen.time_mlp) or "?"
         latents = "bf16" if seen.latents_bf16 else "fp32"
-        parts.append(f"{dtype} pipeline: time MLP in {mlp}, latents kept in {latents}")
+        caveat = lab.caveat(name, sampling.SAMPLE[dtype], "denoise")
+        parts.append(f"{dtype} pipeline: time MLP in {mlp}, latents kept in {latents}{caveat}")
     return plain("; ".join(parts))
 
 

@@ -14,7 +14,7 @@ lab refuses a second, different case under an id it has seen.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,10 +37,14 @@ TEMPLATE_MARKER = "[tokenizer chat template]"
 
 
 class ProbeRunner:
-    def __init__(self, checkpoint: Path | None = None, device: str = "cpu", fixtures: Path | None = None) -> None:
+    def __init__(
+        self, checkpoint: Path | None = None, device: str = "cpu", fixtures: Path | None = None,
+        checkouts: Mapping[str, Path] | None = None,
+    ) -> None:
         self.checkpoint, self.device, self.fixtures = checkpoint, device, fixtures
-        self._classes = registered_adapters()
-        self._missing = unavailable_adapters()
+        self.checkouts = dict(checkouts or {})
+        self._classes = registered_adapters(self.checkouts)
+        self._missing = unavailable_adapters(self.checkouts)
         self._contexts: dict[tuple[str, bool], Context] = {}
         self._adapters: dict[tuple[str, str, bool], Adapter] = {}
         self._memo: dict[Hashable, tuple[object, Unsupported | None]] = {}
@@ -73,7 +77,7 @@ class ProbeRunner:
     def context(self, dtype: str = "fp32", marked_template: bool = False) -> Context:
         key = (dtype, marked_template)
         if key not in self._contexts:
-            context = Context(checkpoint=self.checkpoint, device=self.device, dtype=dtype)
+            context = Context(checkpoint=self.checkpoint, device=self.device, dtype=dtype, checkouts=self.checkouts)
             if key != ("fp32", False):
                 base = self.context("fp32")
                 context.tokenizer = base.tokenizer
@@ -96,6 +100,12 @@ class ProbeRunner:
         if key not in self._adapters:
             self._adapters[key] = self._classes[name](self.context(dtype, marked_template))
         return self._adapters[key]
+
+    def caveat(self, name: str, case: Case, stage: str) -> str:
+        """What adapter `name`'s `stage` of `case` stands on that no run here shows (`Adapter.caveats`),
+        as a cell's closing words: "" when nothing."""
+        said = self.adapter(name, case.dtype).caveats(case).get(stage)
+        return f" ({said})" if said else ""
 
     # Memo and runs
 

@@ -20,6 +20,7 @@ from parity.analysis import text_observations as text
 from parity.analysis.probe_runner import ProbeRunner
 from parity.core.errors import InputError
 from parity.core.files import atomic_write_bytes
+from parity.suite.checkouts import from_arguments
 
 from .capabilities import capabilities
 from .claim_checks import REFUTED
@@ -98,8 +99,9 @@ def tables_command(args: argparse.Namespace, lab: ProbeRunner | None = None) -> 
 
     Reads `args.adapters` (list of names or None: every default adapter), `args.claims` (Path or
     None: `<args.fixtures>/claims.toml`), `args.out` (Path or None), `args.check` (bool),
-    `args.checkpoint` (Path or None), `args.device` (str), `args.fixtures` (Path). `lab`, when
-    given, replaces the one built from checkpoint and device (its memo is reused).
+    `args.checkpoint` (Path or None), `args.device` (str), `args.fixtures` (Path), the checkout
+    options (`Checkout.dest`). `lab`, when given, replaces the one built from these (its memo
+    is reused).
     """
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         raise InputError(f"checkpoint folder not found: {args.checkpoint}")
@@ -108,7 +110,7 @@ def tables_command(args: argparse.Namespace, lab: ProbeRunner | None = None) -> 
         raise InputError(f"claims ledger not found: {claims_path}")
     started = time.perf_counter()
     if lab is None:
-        lab = ProbeRunner(checkpoint=args.checkpoint, device=args.device, fixtures=args.fixtures)
+        lab = ProbeRunner(args.checkpoint, args.device, args.fixtures, from_arguments(args))
     names = args.adapters or lab.default_names()
     report = build_report(lab, names, claims_path)
     print(report.markdown, end="")

@@ -94,6 +94,15 @@ def _companion_index(companions: Sequence[dict[str, Any]], mode: str) -> dict[tu
     return index
 
 
+def _caveats(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each distinct caveat of these results, with the stages it is on: "denoise, decode: ..."."""
+    stages: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("caveat"):
+            stages.setdefault(r["caveat"], []).append(r["stage"])
+    return [f"{', '.join(names)}: {caveat}" for caveat, names in stages.items()]
+
+
 def _case_view(
     data: dict[str, Any], case: str, index: int, rows: dict[str, list[dict]],
     other: dict[tuple[str, str, str], Record],
@@ -109,7 +118,7 @@ def _case_view(
             continue
         if mine and all(r["status"] == MATCH for r in mine):
             table.append({"adapter": a, "kind": "match", "stages": [r["stage"] for r in mine],
-                          "command": reproduce(data, case, a)})
+                          "caveats": _caveats(mine), "command": reproduce(data, case, a)})
             continue
         table.append({"adapter": a, "kind": "rows", "rows": [
             {

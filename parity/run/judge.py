@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +292,12 @@ class Runner:
             write_outputs(inside(self.dump, case.id), name, obtained)
         if self.images is not None and files:
             save_files(inside(self.images, case.id), name, obtained)
-        return [judged[s] for s in STAGES if s in wanted]
+        caveats = adapter.caveats(case)
+        return [
+            replace(judged[s], caveat=caveats[s]) if s in caveats and judged[s].status != UNSUPPORTED else judged[s]
+            for s in STAGES
+            if s in wanted
+        ]
 
     def _judge(
         self, case: Case, name: str, stage: str, obtained: StageOutputs, golden: StageOutputs,

@@ -26,18 +26,22 @@ class StageResult:
     reason: str = ""
     # The stage's typed detail; None when nothing was compared (written as {}).
     detail: Record | None = None
+    # What the verdict stands on that no run here has shown (`Adapter.caveats`); "" when nothing.
+    caveat: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.case, "adapter": self.adapter, "stage": self.stage, "status": self.status,
             "summary": self.summary, "reason": self.reason, "detail": self.detail.to_json() if self.detail else {},
+            "caveat": self.caveat,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageResult:
         detail = stage_named(data["stage"]).detail.from_json(data["detail"], "detail") if data["detail"] else None
         return cls(
-            data["case"], data["adapter"], data["stage"], data["status"], data["summary"], data["reason"], detail
+            data["case"], data["adapter"], data["stage"], data["status"], data["summary"], data["reason"], detail,
+            data.get("caveat", ""),
         )
 
 

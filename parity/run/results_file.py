@@ -195,7 +195,7 @@ def _record(
 _STAGE_RESULT = _record({
     "case": STRING, "adapter": STRING, "stage": _one_of(STAGES, "stage"), "status": _one_of(STATUSES, "status"),
     "summary": STRING, "reason": STRING, "detail": _object_of(_anything),
-}, closed=True)
+}, {"caveat": STRING}, closed=True)
 
 
 def _stage_result(value: Any, where: str) -> None:

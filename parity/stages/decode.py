@@ -24,6 +24,7 @@ from parity.compare.metrics import MetricRow, numeric_row
 from parity.compare.numeric import NumericDiff, compare_numeric
 from parity.compare.records import Count, Record, count, optional
 from parity.compare.tolerances import SAMPLING_PROBE, VAE_PROBE, Evidence, StageTolerance, Tolerance
+from parity.core.labels import split_label
 from parity.models.context import Context
 from parity.stages.base import Page, Records, Stage, StageCheck, TensorRule
 
@@ -50,6 +51,9 @@ UINT8_FRACTION = {"fp32": 1e-3, "bf16": 1.0}
 CONVERSION_SHIFT = 0.25
 # Differences (obtained - expected) counted per level, the outer bins counting everything beyond.
 HISTOGRAM_LEVELS = (-3, -2, -1, 0, 1, 2, 3)
+# An image no more than this many levels from the golden fixture's looks the same: the report
+# shows only its difference picture (its PNG stays in the results).
+FAINT_LEVELS = 1
 TRUNCATION = "truncation where the reference rounds"
 ROUNDING = "rounding where the reference truncates"
 
@@ -262,19 +266,24 @@ class DecodeStage(Stage):
         shown = [(a, d) for a, _, d in rows if d.expected_png is not None]
         if not shown:
             return None
-        # Adapters that saved the same image (ComfyUI and a pack built on it, say) show it once.
-        first_with: dict[str, str] = {}
+        expected = shown[0][1].expected_png
+        # An image shown already is not shown again: two adapters that saved the same image (ComfyUI
+        # and a pack built on it, say), or a column judged against other real code whose image is
+        # the golden fixture's.
+        first_with: dict[str, str] = {expected: f"the golden fixture ({page.reference})"}
         adapters = []
         for a, d in shown:
             same = first_with.setdefault(d.obtained_png, a) if d.obtained_png is not None else None
             repeated = same is not None and same != a
+            faint = not repeated and d.difference_peak is not None and d.difference_peak <= FAINT_LEVELS
             adapters.append({
-                "name": a, "same_as": same if repeated else None,
-                "image": None if repeated else d.obtained_png, "difference": None if repeated else d.difference_png,
+                "name": a, "same_as": same if repeated else None, "against": split_label(a)[1] or "reference",
+                "faint": faint, "image": None if repeated or faint else d.obtained_png,
+                "difference": None if repeated else d.difference_png,
                 "peak": d.difference_peak, "psnr": d.psnr, "conversion": d.conversion, "fraction": d.uint8_fraction,
                 "histogram": _histogram_labels(d.histogram) if d.histogram else None,
             })
-        return {"expected": shown[0][1].expected_png, "reference": page.reference, "adapters": adapters}
+        return {"expected": expected, "reference": page.reference, "adapters": adapters}
 
 
 DECODE = DecodeStage()

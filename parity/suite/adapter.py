@@ -90,6 +90,11 @@ class Adapter(ABC):
         its conversion to uint8."""
         raise Unsupported(f"{self.name} has no VAE")
 
+    def caveats(self, case: Case) -> dict[str, str]:
+        """Stage -> what this adapter's numbers for `case` stand on that no run here shows (a
+        behaviour the real code has only on another device, say), written beside each verdict."""
+        return {}
+
     def templates_source(self) -> str | None:
         """Where the prompt templates a case can name come from, for the tables (None: not said)."""
         return None

@@ -9,6 +9,7 @@ them without importing any adapter (or torch).
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ class Checkout:
     @property
     def option(self) -> str:
         return f"--{self.name.replace('_', '-')}"
+
+    @property
+    def dest(self) -> str:
+        """Where the parsed command line holds the option's value."""
+        return f"checkout_{self.name}"
 
     @property
     def variable(self) -> str:
@@ -67,3 +73,8 @@ def resolve(given: Mapping[str, Path | None], environ: Mapping[str, str] = os.en
             raise InputError(f"{source} {path}: {problem}")
         found[name] = path
     return found
+
+
+def from_arguments(args: argparse.Namespace) -> dict[str, Path]:
+    """The checkouts a parsed command line names (`--comfyui DIR`), else the environment's, each checked."""
+    return resolve({name: getattr(args, checkout.dest, None) for name, checkout in declared().items()})
