@@ -19,6 +19,9 @@ from workflows import PACK_TEXT, Level, Settings, api_shape, official_shape, pac
 
 from implementations.comfyui_style.workflow_file import read_workflow
 from parity.core.paths import is_case_id
+from parity.models.context import Context
+from parity.suite.adapter import registered_adapters
+from parity.suite.cases import load_cases
 from parity.suite.workflow_reader import case_id_for, case_toml, registered_readers
 
 
@@ -99,6 +102,61 @@ def test_raw_mode_sends_the_raw_prompt():
     fields = read_workflow(ui(pack_shape(encoder_widgets=widgets))).fields
     assert (fields["prompt"], fields["raw_prompt"]) == ("<|im_start|>user\nraw<|im_end|>", True)
     assert "system_prompt" not in fields
+
+
+# ZImageTurnBuilder's widgets: user_prompt, thinking_content, assistant_content, is_final, strip_key_quotes,
+# filter_padding.
+TURNS = (["Now at night.", "Moonlight.", "A cat under the moon.", False, False, True],
+         ["Add an owl.", "", "", True, False, False])
+
+
+def test_a_conversation_through_turn_builders_is_a_message_list_case(tmp_path):
+    found = read_workflow(ui(pack_shape(turns=TURNS)))
+    fields = found.fields
+    assert fields["messages"] == [
+        {"role": "user", "content": "A cat sleeping"},
+        {"role": "assistant", "content": "", "thinking": "Soft light."},
+        {"role": "user", "content": "Now at night."},
+        {"role": "assistant", "content": "A cat under the moon.", "thinking": "Moonlight."},
+        {"role": "user", "content": "Add an owl."},
+        {"role": "assistant", "content": ""},
+    ]
+    # The last turn builder encodes, so its filter_padding is the case's; the encoder's goes unused.
+    assert (fields["encoder"], fields["filter_padding"], fields["negative_conditioning"]) == ("turns", False, "zeroed")
+    assert fields["system_prompt"] == "You are a photographer." and "prompt" not in fields
+    assert found.not_understood == ()
+    path = tmp_path / "turns.toml"
+    path.write_text(case_toml({"id": "turns", **fields}), encoding="utf-8")
+    (case,) = load_cases(tmp_path)
+    assert [m.content for m in case.messages] == [m["content"] for m in fields["messages"]]
+    rendered = registered_adapters()["inhouse"](Context()).template(case).text
+    typed = ("A cat sleeping", "Moonlight.", "A cat under the moon.", "Add an owl.")
+    positions = [rendered.index(text) for text in typed]
+    assert positions == sorted(positions) and rendered.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_a_turn_builder_whose_think_block_is_off_drops_its_thinking_and_says_so():
+    widgets = [*PACK_TEXT[:4], False, *PACK_TEXT[5:]]
+    found = read_workflow(ui(pack_shape(encoder_widgets=widgets, turns=TURNS)))
+    assert "thinking" not in found.fields["messages"][3]
+    assert any("ZImageTurnBuilder 77: its thinking_content, which it drops" in n for n in found.notes)
+
+
+def _turns_refused(change) -> dict:
+    turns = [list(t) for t in TURNS]
+    change(turns)
+    return ui(pack_shape(turns=tuple(turns)))
+
+
+def test_conversations_a_case_cannot_hold_are_refused(tmp_path):
+    def open_end(turns):
+        turns[-1][3] = False
+
+    def stripped(turns):
+        turns[0][4] = True
+
+    for change, fragment in ((open_end, "is_final is off"), (stripped, "strip key quotes differently")):
+        bad_input(invoke("case", "--from-workflow", write(tmp_path, _turns_refused(change))), fragment)
 
 
 def test_values_through_primitives_reroutes_and_a_bypassed_node():

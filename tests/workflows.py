@@ -120,19 +120,28 @@ def api_shape(s: Settings) -> dict[str, Any]:
 PACK_TEXT = ["A cat sleeping", "", "none", "You are a photographer.", True, "Soft light.", "", "", False, True]
 
 
-def pack_shape(width: int = 1024, height: int = 1024, encoder_widgets: list[Any] | None = None) -> Level:
-    """The node pack's example: its encoder, zeroed, into a KSampler (euler, 9 steps) from ZImageEmptyLatent."""
+def pack_shape(
+    width: int = 1024, height: int = 1024, encoder_widgets: list[Any] | None = None, turns: tuple[list[Any], ...] = ()
+) -> Level:
+    """The node pack's example: its encoder, zeroed, into a KSampler (euler, 9 steps) from ZImageEmptyLatent.
+    With `turns` (each a `ZImageTurnBuilder`'s widgets), its multi-turn example: the encoder's
+    conversation through the turn builders, the last wired to the CLIP, its conditioning sampled."""
     root = Level(objects=False)
     root.add(31, "UNETLoader", ["z_image_turbo_bf16.safetensors", "default"])
     root.add(11, "ModelSamplingAuraFlow", [3], model=(31, 0))
     root.add(18, "CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"])
     root.add(56, "ZImageTextEncoder", PACK_TEXT if encoder_widgets is None else encoder_widgets, clip=(18, 0))
-    root.add(76, "ConditioningZeroOut", conditioning=(56, 0))
+    positive = (56, 0)
+    for n, widgets in enumerate(turns):
+        clip = {"clip": (18, 0)} if n == len(turns) - 1 else {}
+        root.add(77 + n, "ZImageTurnBuilder", widgets, previous=(positive[0], 3 if n == 0 else 0), **clip)
+        positive = (77 + n, 1)
+    root.add(76, "ConditioningZeroOut", conditioning=positive)
     root.add(73, "ZImageEmptyLatent", [width, height, 1])
     root.add(74, "MarkdownNote", ["# Z-Image Empty Latent Note"])
     root.add(67, "PreviewAny", source=(56, 1))
     root.add(3, "KSampler", [6741, "fixed", 9, 1, "euler", "simple", 1],
-             model=(11, 0), positive=(56, 0), negative=(76, 0), latent_image=(73, 0))
+             model=(11, 0), positive=positive, negative=(76, 0), latent_image=(73, 0))
     return root
 
 

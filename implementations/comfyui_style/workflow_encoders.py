@@ -1,7 +1,8 @@
 """The text encoders a ComfyUI workflow may feed its sampler, as case fields: stock `CLIPTextEncode`
 (a prompt and nothing else) and the node pack QwenImageWanBridge's `ZImageTextEncoder` and
 `ZImageTextEncoderSimple`, whose widgets are the case's pack keys (`implementations/inhouse/` reads
-those keys back into the same widgets).
+those keys back into the same widgets), and the pack's conversations: a `ZImageTextEncoder` for the
+first turn, then a chain of `ZImageTurnBuilder`s, the last of which encodes (a message-list case).
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ ENCODERS = {
 }
 
 
+TURN_BUILDER = "ZImageTurnBuilder"
+TURN_WIDGETS = ("user_prompt", "thinking_content", "assistant_content", "is_final", "strip_key_quotes",
+                "filter_padding")
+
+
 class Values(Protocol):
     notes: list[str]
 
     def value(self, node: Node, name: str, kind: type) -> Any: ...
+
+    def source(self, node: Node, name: str) -> Node: ...
 
 
 def encoder_fields(values: Values, node: Node) -> dict[str, Any]:
@@ -68,3 +76,53 @@ def encoder_fields(values: Values, node: Node) -> dict[str, Any]:
         values.notes.append(f"{node.label}: template_preset {shown(preset)}, whose text is in its system_prompt")
     fields.update((key, text) for key, text in texts.items() if text)
     return fields
+
+
+def _turn_builders(values: Values, last: Node) -> tuple[Node, list[Node]]:
+    """The encoder that starts the conversation `last` ends, and the turn builders in order."""
+    chain = [last]
+    while (previous := values.source(chain[-1], "previous")).type == TURN_BUILDER:
+        if previous in chain:
+            raise InputError(f"{previous.label}: its turn builders feed each other")
+        chain.append(previous)
+    if previous.type != "ZImageTextEncoder":
+        raise InputError(f"{chain[-1].label}: its previous comes from {previous.label}; a conversation starts at a "
+                         "ZImageTextEncoder")
+    return previous, chain[::-1]
+
+
+def conversation_fields(values: Values, last: Node) -> dict[str, Any]:
+    """The message-list case of the conversation the turn builder `last` encodes (its CLIP connected)."""
+    if "clip" not in last.links:
+        raise InputError(f"{last.label}: its clip is not connected, so it encodes nothing")
+    if not values.value(last, "is_final", bool):
+        raise InputError(f"{last.label}: is_final is off; a case leaves the last message open for the model")
+    first, builders = _turn_builders(values, last)
+    fields = encoder_fields(values, first)
+    if fields.get("raw_prompt"):
+        raise InputError(f"{first.label}: raw mode sends one string; it starts no conversation")
+    strips = {values.value(n, "strip_key_quotes", bool) for n in (first, *builders)}
+    if len(strips) > 1:
+        raise InputError(f"{first.label} and its turn builders strip key quotes differently; a case strips all or none")
+    think = fields["add_think_block"]
+    # The encoder's widgets, as typed: with a template picked, only its system prompt comes from the file.
+    reply = {"role": "assistant", "content": values.value(first, "assistant_content", str)}
+    thinking = values.value(first, "thinking_content", str)
+    if thinking or "template" in fields:
+        reply["thinking"] = thinking
+    messages = [{"role": "user", "content": fields.pop("prompt")}, reply]
+    for node in builders:
+        messages.append({"role": "user", "content": values.value(node, "user_prompt", str)})
+        reply = {"role": "assistant", "content": values.value(node, "assistant_content", str)}
+        thinking = values.value(node, "thinking_content", str)
+        if thinking.strip() and not think:
+            values.notes.append(
+                f"{node.label}: its thinking_content, which it drops (the first turn's think block is off)"
+            )
+        elif thinking:
+            reply["thinking"] = thinking
+        messages.append(reply)
+    for key in ("thinking", "assistant"):
+        fields.pop(key, None)
+    return {**fields, "encoder": "turns", "messages": messages,
+            "filter_padding": values.value(last, "filter_padding", bool)}

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from implementations.comfyui_style import workflow_graph
-from implementations.comfyui_style.workflow_encoders import ENCODERS, NEGATIVE_KEEPS, encoder_fields
+from implementations.comfyui_style.workflow_encoders import (
+    ENCODERS,
+    NEGATIVE_KEEPS,
+    TURN_BUILDER,
+    TURN_WIDGETS,
+    conversation_fields,
+    encoder_fields,
+)
 from implementations.comfyui_style.workflow_graph import Constant, Graph, Node
 from parity.core.errors import InputError, shown
 from parity.suite.workflow_reader import WorkflowCase
@@ -49,6 +56,7 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     **{kind: ("value",) for kind in ("PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline")},
     "PrimitiveBoolean": ("value",),
     **{kind: encoder.widgets for kind, encoder in ENCODERS.items()},
+    TURN_BUILDER: TURN_WIDGETS,
 }
 PRIMITIVES = tuple(kind for kind in WIDGETS if kind.startswith("Primitive"))
 # Nodes that cannot change what the case holds: they load the files a run is given separately,
@@ -61,9 +69,9 @@ LOADERS = ("UNETLoader", "CheckpointLoaderSimple")
 UNDERSTOOD = frozenset((*WIDGETS, *PLUMBING, "SamplerCustomAdvanced", "BasicGuider", "ConditioningZeroOut"))
 # The order the case file lists the fields in: the prompt, its encoding, then the sampler's.
 ORDER = (
-    "prompt", "encoder", "raw_prompt", "system_prompt", "template", "thinking", "assistant", "trigger_words",
-    "add_think_block", "strip_key_quotes", "filter_padding", "negative_conditioning", "negative_prompt",
-    "sampler", "steps", "cfg", "seed", "shift", "denoise", "height", "width",
+    "prompt", "encoder", "messages", "raw_prompt", "system_prompt", "template", "thinking", "assistant",
+    "trigger_words", "add_think_block", "strip_key_quotes", "filter_padding", "negative_conditioning",
+    "negative_prompt", "sampler", "steps", "cfg", "seed", "shift", "denoise", "height", "width",
 )
 # ComfyUI's Z-Image model config (`comfy/supported_models.py`, `ZImage.sampling_settings`).
 MODEL_SHIFT = 3.0
@@ -222,9 +230,14 @@ class _Reader:
 
     def conditioning(self, sampling: _Sampling) -> dict[str, Any]:
         positive = self.source(*sampling.positive)
-        if positive.type not in ENCODERS:
-            raise InputError(f"the positive comes from {positive.label}; the reader reads {', '.join(ENCODERS)}")
-        fields = encoder_fields(self, positive)
+        if positive.type == TURN_BUILDER:
+            fields = conversation_fields(self, positive)
+        elif positive.type in ENCODERS:
+            fields = encoder_fields(self, positive)
+        else:
+            raise InputError(
+                f"the positive comes from {positive.label}; the reader reads {', '.join([*ENCODERS, TURN_BUILDER])}"
+            )
         if sampling.negative is None:
             return fields
         negative = self.source(*sampling.negative)

@@ -136,12 +136,17 @@ def _value(value: Any, key: str) -> str:
         return repr(value)
     if isinstance(value, str):
         return _string(value, key)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v, f'{key}.{k}')}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        # One item a line: a message list reads as the conversation it is.
+        return "[\n" + "".join(f"  {_value(v, f'{key}[{n}]')},\n" for n, v in enumerate(value)) + "]"
     raise TypeError(f"{key}: a case value cannot be a {type(value).__name__}")
 
 
 def case_toml(fields: Mapping[str, Any], comments: Iterable[str] = ()) -> str:
     """One `[[case]]` table in the case files' format, after `comments` as `#` lines; the keys are
-    case keys, so bare TOML keys, and the values scalars."""
+    case keys, so bare TOML keys, and the values scalars, or a message list (inline tables)."""
     lines = [f"# {printable(c)}".rstrip() for c in comments]
     lines.append("[[case]]")
     lines.extend(f"{key} = {_value(value, key)}" for key, value in fields.items())
