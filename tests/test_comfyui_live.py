@@ -7,6 +7,7 @@ Expected values are published facts, never what the adapter printed: the ids of 
 
 import importlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from parity.core.status import MATCH
 from parity.golden.expectations import Expectations
 from parity.golden.store import FixtureStore
 from parity.models.context import Context
+from parity.run.execute import execute
 from parity.run.judge import Runner
 from parity.stages import STAGES
 from parity.stages.tokens import Tokens
@@ -107,6 +109,20 @@ def test_the_identity_post_quant_conv_hands_every_value_on_unchanged(dtype):
     x = torch.randn(1, 16, 9, 7).to(dtype)
     weight = torch.eye(16, dtype=dtype).reshape(16, 16, 1, 1)
     assert torch.equal(torch.nn.functional.conv2d(x, weight, torch.zeros(16, dtype=dtype)), x)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "res_multistep"])
+def test_a_partial_denoise_samples_as_comfyui_does(suite_cases, sampler):
+    """denoise < 1 (a workflow's KSampler, read with `--from-workflow`): the re-implementation's
+    schedule and trajectory against ComfyUI's, from the same noise."""
+    case = replace(suite_cases["comfy-workflow-9"], id="partial", denoise=0.6, sampler=sampler)
+    context = Context(checkouts=CHECKOUTS)
+    live = registered_adapters(CHECKOUTS)["comfyui_live"](context)
+    real, _ = execute(live, case, "denoise")
+    ours, _ = execute(registered_adapters(CHECKOUTS)["comfyui_style"](context), case, "denoise")
+    assert torch.equal(ours.schedule.sigmas, real.schedule.sigmas)
+    assert torch.equal(ours.denoise.latents[0], real.denoise.latents[0])
+    assert (ours.denoise.latents - real.denoise.latents).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("case_id", ["short", "weight-escapes", "turbo", "cfg-on", "size-not-16", "turbo-bf16"])

@@ -342,6 +342,20 @@ def test_comfyui_pads_the_latent_circularly_for_the_dit_and_crops_back(context, 
     assert (diff <= denoise_atol()) is agrees, diff
 
 
+def test_comfyui_starts_a_partial_denoise_from_the_noise_scaled_by_the_first_sigma(context, sampling):
+    """ComfyUI's flow models scale the noise into the empty latent (`CONST.noise_scaling`,
+    `sigma * noise + (1 - sigma) * latent`, `comfy/model_sampling.py`; the empty latent is left
+    unshifted, `comfy/samplers.py`): at denoise 1 that is the noise, below it less."""
+    case = replace(sampling["comfy-workflow-9"], denoise=0.6)
+    ours, _ = execute(ComfyUIStyleAdapter(context), case, "denoise")
+    noise = shared_noise(case.seed, case.height, case.width)[0]
+    sigma = ours.schedule.sigmas[0].float()
+    assert sigma < 0.99
+    assert torch.equal(ours.denoise.latents[0], sigma * noise)
+    full, _ = execute(ComfyUIStyleAdapter(context), sampling["comfy-workflow-9"], "denoise")
+    assert torch.equal(full.denoise.latents[0], noise)
+
+
 # 5. Teacher-forced denoise: every step starts from the reference's latent
 
 

@@ -3,7 +3,8 @@
 Stock ComfyUI and node packs built on it (the in-house encoder) sample the same way, so this is
 written once. What differs from diffusers:
 - noise: `randn` of the latent's own shape (1, 16, H//8, W//8), float32, from a CPU generator
-  seeded with the seed; for sizes divisible by 16 that is diffusers' draw exactly;
+  seeded with the seed; for sizes divisible by 16 that is diffusers' draw exactly; the sampler
+  starts from it scaled by the first sigma (below 1 with denoise < 1);
 - the model works in x0 space: the DiT's output v gives `denoised = x - sigma * v`, guidance
   combines denoised predictions, `uncond + s (cond - uncond)`, and is skipped at s = 1; the uncond
   is the zeroed positive or the encoded negative, batched with the cond when ComfyUI would
@@ -65,9 +66,12 @@ def comfy_sample(
     uncond = uncond_for(inputs, case.cfg, case.negative_conditioning)
     denoised = guided_denoiser(padded_velocity(velocity), inputs.positive, uncond, case.cfg, sigmas)
     steps = len(sigmas) - 1
+    # The flow models' `noise_scaling`, `sigma * noise + (1 - sigma) * latent`, of the empty latent
+    # (zeros, left unshifted): the noise itself only when the schedule starts at 1 (denoise 1).
+    start = sigmas[0] * inputs.noise.to(torch.float32)
     if case.sampler == "res_multistep":
         advance = res_multistep(denoised, sigmas)
-        return sampling_loop(advance, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
+        return sampling_loop(advance, steps, start, torch.float32, inputs.forced_latents, recorder, device)
 
     def predict(x: torch.Tensor, k: int) -> torch.Tensor:
         return (x - denoised(x, k)) / sigmas[k]
@@ -76,7 +80,7 @@ def comfy_sample(
         return x + d * (sigmas[k + 1] - sigmas[k])
 
     advance = euler(predict, step)
-    return sampling_loop(advance, steps, inputs.noise, torch.float32, inputs.forced_latents, recorder, device)
+    return sampling_loop(advance, steps, start, torch.float32, inputs.forced_latents, recorder, device)
 
 
 # ComfyUI picks bf16 for the DiT (`unet_dtype`) and the VAE (`vae_dtype`) only on a device that
