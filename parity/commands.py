@@ -243,10 +243,10 @@ def fixtures(args: argparse.Namespace) -> int:
     store = FixtureStore(args.fixtures)
     cases = load_cases(args.fixtures / "cases", args.cases)
     if args.action == "check":
-        return _check(store, cases)
+        return _check(store, cases, dict(_options(args).checkouts))
     if args.action == "stale":
         wanted = {store.key(case.id, name) for _, case, name, _ in reference_runs(cases, _options(args))}
-        absent = unavailable_adapters()
+        absent = unavailable_adapters(dict(_options(args).checkouts))
         stale = [key for key in store.stale(wanted) if key.split("/", 1)[1] not in absent]
         for key in stale:
             print(key)
@@ -271,10 +271,10 @@ def _rebuild(store: FixtureStore, cases: list) -> int:
     return 0
 
 
-def _check(store: FixtureStore, cases) -> int:
+def _check(store: FixtureStore, cases, checkouts: dict[str, Path]) -> int:
     problems = store.check_all()
     for case in cases:
-        for name, cls in registered_adapters().items():
+        for name, cls in registered_adapters(checkouts).items():
             if cls.is_reference() and store.entry(case.id, name) is not None:
                 try:
                     store.load(case, name)

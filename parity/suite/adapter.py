@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 import torch
@@ -26,7 +27,7 @@ from parity.stages.schedule import Schedule
 from parity.stages.template import Template
 from parity.stages.tokens import Tokens
 from parity.suite.cases import Case
-from parity.suite.checkouts import Checkout, resolve
+from parity.suite.checkouts import Checkout
 
 ENTRY_POINT_GROUP = "zimage_parity.adapters"
 
@@ -124,15 +125,14 @@ def _load_all(checkouts: Mapping[str, Path]) -> tuple[dict[str, type[Adapter]], 
     return found, missing
 
 
-def registered_adapters(checkouts: Mapping[str, Path] | None = None) -> dict[str, type[Adapter]]:
-    """Every adapter that can run in this environment with these checkouts (default: the ones the
-    environment variables name)."""
-    return _load_all(resolve({}) if checkouts is None else checkouts)[0]
+def registered_adapters(checkouts: Mapping[str, Path] = MappingProxyType({})) -> dict[str, type[Adapter]]:
+    """Every adapter that can run in this environment with these checkouts (`parity.suite.checkouts`)."""
+    return _load_all(checkouts)[0]
 
 
-def unavailable_adapters(checkouts: Mapping[str, Path] | None = None) -> dict[str, str]:
-    """Registered adapters that cannot run here, with the reason."""
-    return _load_all(resolve({}) if checkouts is None else checkouts)[1]
+def unavailable_adapters(checkouts: Mapping[str, Path] = MappingProxyType({})) -> dict[str, str]:
+    """Registered adapters that cannot run here with these checkouts, with the reason."""
+    return _load_all(checkouts)[1]
 
 
 def select_adapters(names: list[str] | None, checkouts: Mapping[str, Path]) -> dict[str, type[Adapter]]:
