@@ -61,3 +61,25 @@ def test_filtering_then_repadding_round_trips(valid, pad, width):
     repadded = torch.cat([kept.hidden, hidden[valid:]])
     assert torch.equal(repadded, hidden)
     assert torch.equal(unfiltered(hidden, tokens).valid, kept.hidden)
+
+
+@pytest.mark.parametrize("length", [11, 300])
+def test_in_bf16_computing_in_float32_moves_rows_no_more_than_padding_does(length):
+    """Why the bf16 tolerance cannot catch a bf16 encoder that ComfyUI runs in float32 (it has to be
+    modelled exactly, `implementations/comfyui_style/float32_compute.py`): the largest difference it
+    makes is within two of the ulps that padding alone moves a correct bf16 encoder by, far inside the
+    tolerance, though it moves every element where padding moves few."""
+    from implementations.comfyui_style.float32_compute import comfy_hidden
+
+    encoder = build_tiny_text_encoder().to(torch.bfloat16)
+    ids = torch.randint(0, 150_000, (length,), generator=torch.Generator().manual_seed(length)).tolist()
+    with torch.no_grad():
+        bf16 = penultimate_hidden(encoder, Tokens(ids, [1] * length)).float()
+        pads = 512 - length
+        padded = penultimate_hidden(encoder, Tokens(ids + [PAD] * pads, [1] * length + [0] * pads))
+        float32 = comfy_hidden(encoder, Tokens(ids, [1] * length))
+    floor, moved = (padded[:length].float() - bf16).abs(), (float32 - bf16).abs()
+    bf16_tolerance = EMBEDDINGS.tolerance("bf16")
+    ulp = bf16_tolerance.evidence.noise_floor_max_abs
+    assert floor.max() <= ulp and moved.max() < 2 * ulp < bf16_tolerance.tolerance.atol
+    assert (moved > 0).float().mean() > 0.99 > 0.5 > (floor > 0).float().mean()
