@@ -86,8 +86,8 @@ def comfy_sample(
 # ComfyUI picks bf16 for the DiT (`unet_dtype`) and the VAE (`vae_dtype`) only on a device that
 # supports it; on a CPU both run in float32, so its bf16 numbers exist only on a GPU.
 GPU_MODELLED = (
-    "bf16 as ComfyUI runs it on a GPU (on a CPU it samples and decodes in float32); no run of ComfyUI "
-    "on a GPU has confirmed these numbers yet"
+    "models ComfyUI on a GPU, unconfirmed: on a CPU ComfyUI samples and decodes in float32, and no GPU "
+    "run has recorded these numbers yet"
 )
 
 
