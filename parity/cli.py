@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--shift", type=float, default=3.0)
     schedule.add_argument("--denoise", type=float, default=1.0, help="denoising strength in (0, 1]")
     schedule.add_argument(
+        "--height", type=int, default=1024, help="image height in pixels (where the schedule depends on the size)"
+    )
+    schedule.add_argument("--width", type=int, default=1024, help="image width in pixels")
+    schedule.add_argument(
         "--sampler", default="euler", help="euler or res_multistep (the case key); an adapter without it says so"
     )
     schedule.add_argument("--json", action="store_true", help="print {'sigmas': [...], 'model_t': [...]}")

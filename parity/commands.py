@@ -206,7 +206,7 @@ def render(args: argparse.Namespace) -> int:
 
 def schedule(args: argparse.Namespace) -> int:
     raw = {"id": "schedule", "prompt": "", "steps": args.steps, "shift": args.shift, "denoise": args.denoise,
-           "sampler": args.sampler}
+           "sampler": args.sampler, "height": args.height, "width": args.width}
     case = parse_case(raw, Path("command line"))
     adapter = groups([case], [args.adapter], _options(args))[0].adapters[args.adapter]
     try:
