@@ -14,8 +14,9 @@ shared models and observes what its own calls do:
 - noise: its own `generate_noise` with the shape and device its call uses;
 - denoise: one real `pipe(...)` call with the given embeddings (its `encode_prompt` replaced on our
   instance), the given starting latent (its `generate_noise` replaced), teacher-forced the given
-  sigmas (its `prepare_latents` replaced), and its own DiT on the shared weights. The velocity and latent of each step are what its sampler's `step` is handed and returns
-  (wrapped on our instance); teacher-forced, that wrapper returns the reference's next latent;
+  sigmas (its `prepare_latents` replaced), and its own DiT on the shared weights. The velocity and
+  latent of each step are what its sampler's `step` is handed and returns (wrapped on our
+  instance); teacher-forced, that wrapper returns the reference's next latent;
 - decode: its `decode_image` on its own `FluxVAEDecoder` (over the shared weights, as
   `implementations/diffsynth_live/vae.py` does for DiffSynth-Studio's) and its `vae_output_to_image`.
 
