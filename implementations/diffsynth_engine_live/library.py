@@ -90,11 +90,11 @@ def _stand_ins() -> None:
 @cache
 def load() -> types.SimpleNamespace:
     """The pieces of DiffSynth-Engine this adapter drives (ImportError when it is not installed)."""
-    _stand_ins()
     # Its loggers get a handler on the stream stderr is when each is created, and print which
     # attention kernels exist on import: created here, they print nowhere (stderr carries the run's
     # progress).
     with contextlib.redirect_stderr(io.StringIO()):
+        _stand_ins()
         from diffsynth_engine.configs import ZImagePipelineConfig
         from diffsynth_engine.models.flux import FluxVAEDecoder
         from diffsynth_engine.models.z_image import Qwen3Model, ZImageDiT
